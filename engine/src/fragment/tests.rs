@@ -1,0 +1,250 @@
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::util::pretty::pretty_format_batches;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+
+use super::*;
+use crate::{IpcChunker, decode_ipc_chunks};
+
+/// Cells held in memory, counting the bytes read.
+#[derive(Debug, Default)]
+struct MemCells {
+    cells: Mutex<HashMap<CellId, Bytes>>,
+    bytes_read: AtomicU64,
+}
+
+impl MemCells {
+    fn add(&self, id: CellId, batch: &RecordBatch) -> CellRef {
+        let mut buf = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), None).expect("writer");
+        writer.write(batch).expect("write");
+        writer.close().expect("close");
+        let size = buf.len() as u64;
+        self.cells
+            .lock()
+            .expect("lock")
+            .insert(id, Bytes::from(buf));
+        CellRef { id, size }
+    }
+}
+
+impl ByteSource for MemCells {
+    fn size(&self, cell: CellId) -> Result<u64, String> {
+        let cells = self.cells.lock().expect("lock");
+        cells
+            .get(&cell)
+            .map(|b| b.len() as u64)
+            .ok_or_else(|| format!("no cell {cell}"))
+    }
+
+    fn read(&self, cell: CellId, range: Range<u64>) -> Result<Bytes, String> {
+        let cells = self.cells.lock().expect("lock");
+        let bytes = cells.get(&cell).ok_or_else(|| format!("no cell {cell}"))?;
+        self.bytes_read
+            .fetch_add(range.end - range.start, Ordering::Relaxed);
+        Ok(bytes.slice(range.start as usize..range.end as usize))
+    }
+}
+
+/// Collects batches in memory.
+#[derive(Default)]
+struct Collect {
+    schema: Option<SchemaRef>,
+    batches: Vec<RecordBatch>,
+}
+
+impl FragmentSink for Collect {
+    fn schema(&mut self, schema: &SchemaRef) -> Result<(), EngineError> {
+        self.schema = Some(schema.clone());
+        Ok(())
+    }
+
+    fn batch(&mut self, batch: &RecordBatch) -> Result<(), EngineError> {
+        self.batches.push(batch.clone());
+        Ok(())
+    }
+}
+
+fn sales(start: i64, rows: i64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("amount", DataType::Float64, true),
+    ]));
+    let ids: Vec<i64> = (start..start + rows).collect();
+    let regions: Vec<&str> = ids
+        .iter()
+        .map(|i| ["north", "south", "east"][(*i % 3) as usize])
+        .collect();
+    let amounts: Vec<Option<f64>> = ids
+        .iter()
+        .map(|i| {
+            if i % 10 == 0 {
+                None
+            } else {
+                Some(*i as f64 * 0.5)
+            }
+        })
+        .collect();
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(regions)),
+            Arc::new(Float64Array::from(amounts)),
+        ],
+    )
+    .expect("batch")
+}
+
+fn task(sql: &str, tables: Vec<TableCells>) -> FragmentTask {
+    FragmentTask {
+        sql: sql.to_owned(),
+        tables,
+        memory_pool_bytes: 64 << 20,
+        batch_size: 8192,
+        scratch_dir: None,
+    }
+}
+
+async fn run(task: &FragmentTask, cells: Arc<MemCells>) -> Result<String, EngineError> {
+    let mut sink = Collect::default();
+    execute_fragment(task, cells, &mut sink).await?;
+    Ok(pretty_format_batches(&sink.batches)
+        .expect("format")
+        .to_string())
+}
+
+fn two_cells() -> (Arc<MemCells>, TableCells) {
+    let cells = Arc::new(MemCells::default());
+    let a = cells.add(1, &sales(0, 100));
+    let b = cells.add(2, &sales(100, 50));
+    (
+        cells,
+        TableCells {
+            name: "__scan__".into(),
+            cells: vec![a, b],
+        },
+    )
+}
+
+#[tokio::test]
+async fn aggregates_over_several_cells_as_one_table() {
+    let (cells, table) = two_cells();
+    let out = run(
+        &task(
+            "SELECT region, count(*) AS n, sum(amount) AS total, min(id) AS lo, max(id) AS hi \
+             FROM __scan__ GROUP BY region ORDER BY region",
+            vec![table],
+        ),
+        cells,
+    )
+    .await
+    .expect("query");
+    let expected = "\
++--------+----+--------+----+-----+
+| region | n  | total  | lo | hi  |
++--------+----+--------+----+-----+
+| east   | 50 | 1875.0 | 2  | 149 |
+| north  | 50 | 1800.0 | 0  | 147 |
+| south  | 50 | 1850.0 | 1  | 148 |
++--------+----+--------+----+-----+";
+    assert_eq!(out, expected);
+}
+
+#[tokio::test]
+async fn joins_two_tables_in_one_fragment() {
+    let cells = Arc::new(MemCells::default());
+    let a = cells.add(1, &sales(0, 30));
+    let b = cells.add(2, &sales(20, 30));
+    let out = run(
+        &task(
+            "SELECT count(*) AS n, sum(l.id) AS s FROM left_side l JOIN right_side r ON l.id = r.id",
+            vec![
+                TableCells { name: "left_side".into(), cells: vec![a] },
+                TableCells { name: "right_side".into(), cells: vec![b] },
+            ],
+        ),
+        cells,
+    )
+    .await
+    .expect("query");
+    // ids 20..30 overlap: 10 rows, sum 245.
+    assert!(out.contains("| 10 | 245 |"), "{out}");
+}
+
+#[tokio::test]
+async fn sql_errors_keep_datafusion_text() {
+    let (cells, table) = two_cells();
+    let err = run(&task("SELECT nope FROM __scan__", vec![table]), cells)
+        .await
+        .expect_err("unknown column");
+    match err {
+        EngineError::Sql(message) => assert!(message.contains("nope"), "{message}"),
+        other => panic!("expected a SQL error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_sort_that_cannot_spill_exhausts_a_tiny_pool() {
+    let cells = Arc::new(MemCells::default());
+    let cell = cells.add(1, &sales(0, 200_000));
+    let mut t = task(
+        "SELECT * FROM t ORDER BY region, amount DESC",
+        vec![TableCells {
+            name: "t".into(),
+            cells: vec![cell],
+        }],
+    );
+    t.memory_pool_bytes = 256 << 10;
+    let err = run(&t, cells).await.expect_err("pool too small");
+    assert!(matches!(err, EngineError::ResourcesExhausted(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn reading_one_column_fetches_a_fraction_of_the_cell() {
+    let cells = Arc::new(MemCells::default());
+    let cell = cells.add(1, &sales(0, 200_000));
+    let t = task(
+        "SELECT max(id) FROM t",
+        vec![TableCells {
+            name: "t".into(),
+            cells: vec![cell],
+        }],
+    );
+    let out = run(&t, cells.clone()).await.expect("query");
+    assert!(out.contains("199999"), "{out}");
+    let read = cells.bytes_read.load(Ordering::Relaxed);
+    assert!(read < cell.size / 2, "read {read} of {} bytes", cell.size);
+}
+
+#[test]
+fn ipc_chunks_round_trip() {
+    let batch = sales(0, 10);
+    let mut chunker = IpcChunker::new(&batch.schema()).expect("chunker");
+    let chunks = vec![
+        chunker.chunk(&batch).expect("chunk"),
+        chunker.chunk(&batch.slice(2, 3)).expect("chunk"),
+        chunker.finish().expect("finish"),
+    ];
+    let (schema, batches) = decode_ipc_chunks(chunks).expect("decode");
+    assert_eq!(schema.expect("schema"), batch.schema());
+    assert_eq!(batches.len(), 2);
+    assert_eq!(batches[0], batch);
+    assert_eq!(batches[1], batch.slice(2, 3));
+}
+
+#[test]
+fn an_empty_result_still_has_a_schema() {
+    let batch = sales(0, 1);
+    let chunker = IpcChunker::new(&batch.schema()).expect("chunker");
+    let (schema, batches) = decode_ipc_chunks([chunker.finish().expect("finish")]).expect("decode");
+    assert_eq!(schema.expect("schema"), batch.schema());
+    assert!(batches.is_empty());
+}

@@ -1,0 +1,27 @@
+//! The Apiary kernel: target-independent logic that runs the same natively and inside a
+//! mason chamber (wasm32-wasip2).
+//!
+//! This crate owns fragment execution: one SQL fragment over a set of cells, run by
+//! DataFusion with one partition, a bounded memory pool and an optional spill directory.
+//! Cells are Parquet files reached only through the [`ByteSource`] trait, so the same code
+//! reads local files in tests and host imports inside a chamber. Results leave as Arrow
+//! record batches, or as Arrow IPC stream chunks through [`IpcChunker`].
+//!
+//! No tokio I/O, no `object_store` backends and no wasmtime live here.
+
+mod cells;
+mod error;
+mod fragment;
+mod ipc;
+mod pool;
+
+pub use cells::{ByteSource, CellId};
+pub use error::EngineError;
+pub use fragment::{
+    CellRef, FragmentSink, FragmentSummary, FragmentTask, TableCells, execute_fragment,
+};
+pub use ipc::{IpcChunker, decode_ipc_chunks};
+pub use pool::PeakMemoryPool;
+
+/// Re-exported so hosts and guests use exactly the arrow version the engine was built with.
+pub use arrow;

@@ -1,0 +1,134 @@
+//! The mason chamber guest: a wasm32-wasip2 component that runs one fragment per instance.
+//!
+//! It implements the `chamber` world on top of `apiary-engine`: cells are read through the
+//! host's `cells` import (only the byte ranges DataFusion asks for), and each result batch
+//! leaves through the `sink` import as the next chunk of an Arrow IPC stream. The host gives
+//! every task a fresh instance, so nothing here outlives a task.
+
+#![allow(missing_docs)] // the generated bindings carry no docs; the WIT does
+
+mod bindings;
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use apiary_engine::arrow::datatypes::SchemaRef;
+use apiary_engine::arrow::record_batch::RecordBatch;
+use apiary_engine::{
+    ByteSource, CellId, CellRef, EngineError, FragmentSink, FragmentTask, IpcChunker, TableCells,
+};
+use bindings::apiary::chamber::types::{ChamberError, Summary, Task};
+use bindings::apiary::chamber::{cells, sink};
+
+/// Cell bytes from the host.
+#[derive(Debug)]
+struct HostCells;
+
+impl ByteSource for HostCells {
+    fn size(&self, cell: CellId) -> Result<u64, String> {
+        cells::size(cell)
+    }
+
+    fn read(&self, cell: CellId, range: Range<u64>) -> Result<bytes::Bytes, String> {
+        cells::read(cell, range.start, range.end - range.start).map(bytes::Bytes::from)
+    }
+}
+
+/// Streams results to the host as IPC chunks.
+#[derive(Default)]
+struct HostSink {
+    chunker: Option<IpcChunker>,
+}
+
+impl HostSink {
+    fn emit(bytes: &[u8]) -> Result<(), EngineError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        sink::emit(bytes).map_err(EngineError::Io)
+    }
+
+    fn finish(self) -> Result<(), EngineError> {
+        match self.chunker {
+            Some(chunker) => Self::emit(&chunker.finish()?),
+            None => Ok(()),
+        }
+    }
+}
+
+impl FragmentSink for HostSink {
+    fn schema(&mut self, schema: &SchemaRef) -> Result<(), EngineError> {
+        self.chunker = Some(IpcChunker::new(schema)?);
+        Ok(())
+    }
+
+    fn batch(&mut self, batch: &RecordBatch) -> Result<(), EngineError> {
+        let chunker = self
+            .chunker
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("batch before schema".into()))?;
+        Self::emit(&chunker.chunk(batch)?)
+    }
+}
+
+/// The one place engine errors become WIT errors.
+fn to_wit(err: EngineError) -> ChamberError {
+    match err {
+        EngineError::Sql(m) => ChamberError::Sql(m),
+        EngineError::ResourcesExhausted(m) => ChamberError::ResourcesExhausted(m),
+        EngineError::Io(m) => ChamberError::Io(m),
+        other => ChamberError::Internal(other.to_string()),
+    }
+}
+
+fn from_wit(task: Task) -> FragmentTask {
+    FragmentTask {
+        sql: task.sql,
+        tables: task
+            .tables
+            .into_iter()
+            .map(|t| TableCells {
+                name: t.name,
+                cells: t
+                    .cells
+                    .into_iter()
+                    .map(|c| CellRef {
+                        id: c.id,
+                        size: c.size,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        memory_pool_bytes: task.memory_pool_bytes,
+        batch_size: task.batch_size as usize,
+        scratch_dir: (!task.scratch_dir.is_empty()).then(|| PathBuf::from(task.scratch_dir)),
+    }
+}
+
+struct Chamber;
+
+impl bindings::Guest for Chamber {
+    fn execute(task: Task) -> Result<Summary, ChamberError> {
+        let task = from_wit(task);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| ChamberError::Internal(format!("runtime: {e}")))?;
+        let mut sink = HostSink::default();
+        let summary = runtime
+            .block_on(apiary_engine::execute_fragment(
+                &task,
+                Arc::new(HostCells),
+                &mut sink,
+            ))
+            .map_err(to_wit)?;
+        sink.finish().map_err(to_wit)?;
+        Ok(Summary {
+            rows: summary.rows,
+            batches: summary.batches,
+            pool_peak_bytes: summary.pool_peak_bytes,
+        })
+    }
+}
+
+bindings::export!(Chamber with_types_in bindings);

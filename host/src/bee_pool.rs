@@ -1,0 +1,212 @@
+//! The bee pool: one thread per bee, one fragment per bee at a time.
+//!
+//! Each bee is an OS thread that takes the next fragment from a shared queue, runs it in a
+//! fresh chamber with the bee's budget and deadline, empties its scratch directory and
+//! replies. A failed chamber — out of memory, past its deadline, trapped, even a host panic
+//! while serving it — is reported to the submitter and the bee goes back to the queue: the
+//! pool never loses a bee. Dropping the pool closes the queue and joins the bees after they
+//! finish the fragments already taken.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+
+use crate::chamber::{ChamberEngine, Fragment, FragmentOutput};
+use crate::{Error, Result};
+
+/// Stack size of bee threads: wasm stacks live on it, next to the host's own frames.
+const BEE_STACK: usize = 32 << 20;
+
+/// How a pool's bees are sized.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Number of bees (one per core is the rule).
+    pub bees: usize,
+    /// Hard linear-memory budget of each bee's chamber, in bytes.
+    pub budget: u64,
+    /// Default deadline of a fragment.
+    pub deadline: Duration,
+    /// Directory under which each bee gets its scratch dir `bee-<n>`.
+    pub scratch_root: PathBuf,
+}
+
+struct Job {
+    fragment: Fragment,
+    deadline: Duration,
+    reply: Sender<Result<FragmentOutput>>,
+}
+
+/// A fixed set of bees running fragments in sealed chambers.
+pub struct BeePool {
+    queue: Option<Sender<Job>>,
+    bees: Vec<JoinHandle<()>>,
+    config: PoolConfig,
+}
+
+impl std::fmt::Debug for BeePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BeePool")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl BeePool {
+    /// Start `config.bees` bees sharing `engine`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if there are no bees or the budget is above the engine's maximum;
+    /// [`Error::Io`] if a scratch directory cannot be created.
+    pub fn new(engine: Arc<ChamberEngine>, config: PoolConfig) -> Result<Self> {
+        if config.bees == 0 {
+            return Err(Error::Config("a bee pool needs at least one bee".into()));
+        }
+        if config.budget > engine.max_budget() {
+            return Err(Error::Config(format!(
+                "bee budget of {} bytes is above the engine's maximum of {}",
+                config.budget,
+                engine.max_budget()
+            )));
+        }
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        let mut bees = Vec::with_capacity(config.bees);
+        for bee in 0..config.bees {
+            let scratch = config.scratch_root.join(format!("bee-{bee}"));
+            std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+            let engine = engine.clone();
+            let jobs = jobs.clone();
+            let budget = config.budget;
+            let handle = std::thread::Builder::new()
+                .name(format!("apiary-bee-{bee}"))
+                .stack_size(BEE_STACK)
+                .spawn(move || bee_loop(bee, &engine, budget, &scratch, &jobs))
+                .map_err(|e| Error::io(&config.scratch_root, e))?;
+            bees.push(handle);
+        }
+        Ok(Self {
+            queue: Some(queue),
+            bees,
+            config,
+        })
+    }
+
+    /// The pool's configuration.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// Queue `fragment` with the pool's default deadline; the answer arrives on the
+    /// returned channel when a bee has run it.
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] if the bees are gone.
+    pub fn submit(&self, fragment: Fragment) -> Result<Receiver<Result<FragmentOutput>>> {
+        self.submit_with_deadline(fragment, self.config.deadline)
+    }
+
+    /// Queue `fragment` with its own deadline.
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] if the bees are gone.
+    pub fn submit_with_deadline(
+        &self,
+        fragment: Fragment,
+        deadline: Duration,
+    ) -> Result<Receiver<Result<FragmentOutput>>> {
+        let (reply, answer) = mpsc::channel();
+        let job = Job {
+            fragment,
+            deadline,
+            reply,
+        };
+        self.queue
+            .as_ref()
+            .ok_or(Error::PoolClosed)?
+            .send(job)
+            .map_err(|_| Error::PoolClosed)?;
+        Ok(answer)
+    }
+
+    /// Run `fragment` and wait for its answer.
+    ///
+    /// # Errors
+    /// Whatever the chamber reported (see [`ChamberEngine::run`]), or [`Error::PoolClosed`].
+    pub fn run(&self, fragment: Fragment) -> Result<FragmentOutput> {
+        self.submit(fragment)?
+            .recv()
+            .map_err(|_| Error::PoolClosed)?
+    }
+}
+
+impl Drop for BeePool {
+    fn drop(&mut self) {
+        // Closing the queue ends each bee's loop once the queue is drained.
+        self.queue.take();
+        for bee in self.bees.drain(..) {
+            let _ = bee.join();
+        }
+    }
+}
+
+fn bee_loop(
+    bee: usize,
+    engine: &ChamberEngine,
+    budget: u64,
+    scratch: &Path,
+    jobs: &Mutex<Receiver<Job>>,
+) {
+    loop {
+        // Hold the lock only while taking a job, never while running one.
+        let job = match jobs.lock() {
+            Ok(queue) => queue.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        let Ok(job) = job else { return };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine.run(bee, budget, job.deadline, scratch, &job.fragment)
+        }))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::Trap {
+                bee,
+                message: format!(
+                    "the host panicked while serving the chamber (this is a bug): {message}"
+                ),
+            })
+        });
+        let outcome = match (outcome, empty_dir(scratch)) {
+            (Ok(_), Err(err)) => Err(err),
+            (outcome, _) => outcome,
+        };
+        // The submitter may have stopped waiting; that is not the bee's problem.
+        let _ = job.reply.send(outcome);
+    }
+}
+
+/// Remove everything inside `dir` through a capability handle, so nothing a guest left
+/// behind (symlinks included) can make the host touch anything outside it.
+fn empty_dir(dir: &Path) -> Result<()> {
+    let handle = Dir::open_ambient_dir(dir, ambient_authority()).map_err(|e| Error::io(dir, e))?;
+    for entry in handle.entries().map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let is_dir = entry.file_type().map_err(|e| Error::io(dir, e))?.is_dir();
+        let removed = if is_dir {
+            handle.remove_dir_all(&name)
+        } else {
+            handle.remove_file(&name)
+        };
+        removed.map_err(|e| Error::io(dir.join(&name), e))?;
+    }
+    Ok(())
+}

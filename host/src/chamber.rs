@@ -1,0 +1,412 @@
+//! Sealed chambers: one fragment, one fresh wasmtime instance, hard limits.
+//!
+//! [`ChamberEngine`] is built once per process: one `wasmtime::Engine` with the pooling
+//! allocator and epoch interruption, the guest component loaded from the on-disk cache, and
+//! an `InstancePre` with every import resolved. [`ChamberEngine::run`] then gives each task a
+//! new `Store` and instance (cheap: pooled slots and copy-on-write memory images), so no state
+//! leaks from one task to the next. Three walls surround the guest:
+//!
+//! - memory: the store's limiter refuses linear-memory growth past the bee's budget;
+//! - time: a ticker thread advances the engine's epoch every [`TICK`]; the store traps once
+//!   the task's deadline in ticks has passed, even inside a tight loop;
+//! - filesystem: WASI sees exactly one preopened directory, the bee's scratch dir, mounted
+//!   at `/scratch`. No environment, no arguments, no sockets; stdout is discarded and stderr
+//!   is kept (up to [`STDERR_CAPACITY`]) for trap reports.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use apiary_engine::arrow::datatypes::SchemaRef;
+use apiary_engine::arrow::record_batch::RecordBatch;
+use apiary_engine::{ByteSource, TableCells, decode_ipc_chunks};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::apiary::chamber::{cells, sink, types};
+use crate::bindings::{Chamber, ChamberPre};
+use crate::guest::GuestArtifact;
+use crate::limits::BudgetLimiter;
+use crate::{Error, GuestErrorKind, Result};
+
+/// How often the epoch advances: the resolution of chamber deadlines.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Bytes of guest stderr kept for diagnostics; writing more traps the chamber.
+pub const STDERR_CAPACITY: usize = 64 << 10;
+
+/// Bytes of guest stderr quoted in a trap report.
+const STDERR_TAIL: usize = 2048;
+
+/// Where the bee's scratch directory appears inside the chamber.
+const SCRATCH_MOUNT: &str = "/scratch";
+
+/// Share of the bee's budget given to DataFusion's memory pool. The rest holds the guest's
+/// code data, stacks, allocator slack and the batches in flight, so operators spill or fail
+/// cleanly before the hard wall.
+const POOL_SHARE: (u64, u64) = (5, 8);
+
+/// One SQL fragment for a chamber: SQL over tables of cells served by `source`.
+#[derive(Debug, Clone)]
+pub struct Fragment {
+    /// The SQL to run.
+    pub sql: String,
+    /// The tables the SQL may use, as cell handles of `source`.
+    pub tables: Vec<TableCells>,
+    /// Where the cells' bytes come from.
+    pub source: Arc<dyn ByteSource>,
+}
+
+/// What one chamber run measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChamberStats {
+    /// The bee that ran the fragment.
+    pub bee: usize,
+    /// Rows returned.
+    pub rows: u64,
+    /// Bytes of cells that crossed into the chamber.
+    pub bytes_read: u64,
+    /// Read calls the chamber made.
+    pub read_calls: u64,
+    /// Peak linear memory of the chamber.
+    pub peak_memory: u64,
+    /// The bee's budget.
+    pub budget: u64,
+    /// Peak reservation in DataFusion's memory pool.
+    pub pool_peak: u64,
+    /// Wall time from instantiation to the last result chunk.
+    pub elapsed: Duration,
+}
+
+/// A fragment's answer and what it cost.
+#[derive(Debug, Clone)]
+pub struct FragmentOutput {
+    /// The result schema (absent only if the guest produced no output at all).
+    pub schema: Option<SchemaRef>,
+    /// The result batches, in order.
+    pub batches: Vec<RecordBatch>,
+    /// Measurements of the run.
+    pub stats: ChamberStats,
+}
+
+/// The per-task state a chamber's store holds.
+struct ChamberState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: BudgetLimiter,
+    source: Arc<dyn ByteSource>,
+    max_read: u64,
+    bytes_read: u64,
+    read_calls: u64,
+    chunks: Vec<Vec<u8>>,
+}
+
+impl WasiView for ChamberState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for ChamberState {}
+
+impl cells::Host for ChamberState {
+    fn size(&mut self, cell: u32) -> std::result::Result<u64, String> {
+        self.source.size(cell)
+    }
+
+    fn read(&mut self, cell: u32, offset: u64, len: u64) -> std::result::Result<Vec<u8>, String> {
+        // A guest decides `len`; never let it make the host allocate past its own budget.
+        if len > self.max_read {
+            return Err(format!(
+                "a read of {len} bytes is larger than the bee's budget of {} bytes",
+                self.max_read
+            ));
+        }
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| format!("range {offset}+{len} overflows"))?;
+        let bytes = self.source.read(cell, offset..end)?;
+        self.bytes_read += bytes.len() as u64;
+        self.read_calls += 1;
+        Ok(Vec::from(bytes))
+    }
+}
+
+impl sink::Host for ChamberState {
+    fn emit(&mut self, chunk: Vec<u8>) -> std::result::Result<(), String> {
+        self.chunks.push(chunk);
+        Ok(())
+    }
+}
+
+/// Advances an engine's epoch every [`TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("apiary-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        Self { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The process-wide chamber factory: engine, compiled guest and pre-linked instance.
+pub struct ChamberEngine {
+    engine: Engine,
+    pre: ChamberPre<ChamberState>,
+    max_budget: u64,
+    compiled_now: bool,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for ChamberEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChamberEngine")
+            .field("max_budget", &self.max_budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChamberEngine {
+    /// Build the engine for up to `max_chambers` concurrent chambers of at most `max_budget`
+    /// bytes each, loading the guest at `guest` (compiled once into `cache_dir`).
+    ///
+    /// # Errors
+    /// [`Error::Guest`] if the guest is missing, invalid or does not match the host's WIT;
+    /// [`Error::Config`] if the limits cannot be met.
+    pub fn new(guest: &Path, cache_dir: &Path, max_budget: u64, max_chambers: u32) -> Result<Self> {
+        let engine = build_engine(max_budget, max_chambers)?;
+        let artifact = GuestArtifact::load(&engine, guest, cache_dir)?;
+        let mut linker: Linker<ChamberState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| Error::Guest(format!("linking WASI: {e:#}")))?;
+        Chamber::add_to_linker::<ChamberState, HasSelf<ChamberState>>(&mut linker, |s| s)
+            .map_err(|e| Error::Guest(format!("linking the chamber imports: {e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&artifact.component)
+            .and_then(ChamberPre::new)
+            .map_err(|e| {
+                Error::Guest(format!(
+                    "{} does not fit this host's chamber contract: {e:#}",
+                    guest.display()
+                ))
+            })?;
+        Ok(Self {
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            pre,
+            max_budget,
+            compiled_now: artifact.compiled,
+        })
+    }
+
+    /// Whether building this engine had to run Cranelift (the cache was cold).
+    pub fn compiled_guest(&self) -> bool {
+        self.compiled_now
+    }
+
+    /// The largest budget a chamber of this engine can have.
+    pub fn max_budget(&self) -> u64 {
+        self.max_budget
+    }
+
+    /// Run `fragment` in a fresh chamber for `bee`, with a hard `budget` of linear memory,
+    /// a `deadline`, and `scratch` (an existing, empty directory) as its only filesystem.
+    ///
+    /// # Errors
+    /// [`Error::MemoryExceeded`], [`Error::Timeout`], [`Error::GuestError`] or
+    /// [`Error::Trap`] for what happened inside; [`Error::Guest`] if instantiation failed.
+    pub fn run(
+        &self,
+        bee: usize,
+        budget: u64,
+        deadline: Duration,
+        scratch: &Path,
+        fragment: &Fragment,
+    ) -> Result<FragmentOutput> {
+        if budget > self.max_budget {
+            return Err(Error::Config(format!(
+                "a budget of {budget} bytes is above this engine's maximum of {}",
+                self.max_budget
+            )));
+        }
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(SinkOutputStream).stderr(stderr.clone());
+        wasi.preopened_dir(scratch, SCRATCH_MOUNT, FsPerms::ReadWrite)
+            .map_err(|e| Error::Guest(format!("scratch dir {}: {e:#}", scratch.display())))?;
+        let state = ChamberState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: BudgetLimiter::new(budget),
+            source: fragment.source.clone(),
+            max_read: budget,
+            bytes_read: 0,
+            read_calls: 0,
+            chunks: Vec::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = deadline.as_millis().div_ceil(TICK.as_millis()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let task = types::Task {
+            sql: fragment.sql.clone(),
+            tables: fragment
+                .tables
+                .iter()
+                .map(|t| types::Table {
+                    name: t.name.clone(),
+                    cells: t
+                        .cells
+                        .iter()
+                        .map(|c| types::Cell {
+                            id: c.id,
+                            size: c.size,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            memory_pool_bytes: budget / POOL_SHARE.1 * POOL_SHARE.0,
+            batch_size: 8192,
+            scratch_dir: SCRATCH_MOUNT.to_owned(),
+        };
+
+        let started = Instant::now();
+        let outcome = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|chamber| chamber.call_execute(&mut store, &task));
+        let elapsed = started.elapsed();
+        let state = store.into_data();
+        let peak = state.limiter.peak();
+        let memory_exceeded = |requested: u64, reason: String| Error::MemoryExceeded {
+            bee,
+            budget,
+            requested,
+            peak,
+            reason,
+        };
+
+        let summary = match outcome {
+            Ok(Ok(summary)) => summary,
+            Ok(Err(types::ChamberError::ResourcesExhausted(message))) => {
+                return Err(memory_exceeded(task.memory_pool_bytes, message));
+            }
+            Ok(Err(err)) => {
+                let (kind, message) = match err {
+                    types::ChamberError::Sql(m) => (GuestErrorKind::Sql, m),
+                    types::ChamberError::Io(m) => (GuestErrorKind::Io, m),
+                    types::ChamberError::Internal(m)
+                    | types::ChamberError::ResourcesExhausted(m) => (GuestErrorKind::Internal, m),
+                };
+                return Err(Error::GuestError { bee, kind, message });
+            }
+            Err(trap) => {
+                if let Some(requested) = state.limiter.refused() {
+                    return Err(memory_exceeded(
+                        requested,
+                        "linear memory growth refused at the bee's budget".into(),
+                    ));
+                }
+                if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    return Err(Error::Timeout {
+                        bee,
+                        limit: deadline,
+                    });
+                }
+                let mut message = format!("{trap:#}");
+                let stderr = stderr.contents();
+                if !stderr.is_empty() {
+                    // The end of stderr holds the panic message, if there is one.
+                    let tail = &stderr[stderr.len().saturating_sub(STDERR_TAIL)..];
+                    message.push_str("; guest stderr ends with: ");
+                    message.push_str(String::from_utf8_lossy(tail).trim());
+                }
+                return Err(Error::Trap { bee, message });
+            }
+        };
+
+        let (schema, batches) = decode_ipc_chunks(state.chunks).map_err(|e| Error::GuestError {
+            bee,
+            kind: GuestErrorKind::Io,
+            message: format!("the chamber's result stream is malformed: {e}"),
+        })?;
+        Ok(FragmentOutput {
+            schema,
+            batches,
+            stats: ChamberStats {
+                bee,
+                rows: summary.rows,
+                bytes_read: state.bytes_read,
+                read_calls: state.read_calls,
+                peak_memory: peak,
+                budget,
+                pool_peak: summary.pool_peak_bytes,
+                elapsed,
+            },
+        })
+    }
+}
+
+/// One wasmtime engine for all chambers of the process.
+fn build_engine(max_budget: u64, max_chambers: u32) -> Result<Engine> {
+    const PAGE: u64 = 64 << 10;
+    let max_memory = usize::try_from(max_budget.div_ceil(PAGE) * PAGE)
+        .map_err(|_| Error::Config(format!("budget {max_budget} does not fit this platform")))?;
+    // Every chamber is one component instance holding a handful of core instances (the
+    // guest module and its adapter shims), one memory and a few tables. Leave room for
+    // twice the chambers so a slot being torn down never blocks the next task.
+    let slots = max_chambers.max(1) * 2;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * 16)
+        .total_memories(slots * 2)
+        .total_tables(slots * 8)
+        .total_stacks(slots)
+        .max_core_instances_per_component(16)
+        .max_memories_per_component(2)
+        .max_tables_per_component(8)
+        .max_memory_size(max_memory)
+        .table_elements(1 << 20)
+        .max_component_instance_size(1 << 20)
+        .max_core_instance_size(1 << 20);
+
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .max_wasm_stack(8 << 20)
+        .wasm_simd(true)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| Error::Config(format!("wasmtime engine: {e:#}")))
+}

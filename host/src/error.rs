@@ -1,0 +1,96 @@
+//! The host's one error type.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Shorthand for results with the host's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure a guest reported from inside its chamber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GuestErrorKind {
+    /// The SQL could not be planned or executed (DataFusion's message).
+    Sql,
+    /// Reading a cell or emitting a result failed.
+    Io,
+    /// A bug in the guest.
+    Internal,
+}
+
+/// Why a chamber task or the pool failed. Every variant says which bee, where it matters.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The fragment needed more memory than the bee's budget. The chamber was discarded;
+    /// the bee takes the next task in a fresh one.
+    #[error(
+        "bee {bee}: the fragment needed more than the bee's memory budget of {budget} bytes \
+         (it asked for {requested} bytes; peak {peak} bytes: {reason}); give bees a larger budget or \
+         cut the work into smaller fragments"
+    )]
+    MemoryExceeded {
+        /// The bee that ran the fragment.
+        bee: usize,
+        /// The bee's hard budget in bytes.
+        budget: u64,
+        /// Bytes of linear memory the chamber asked for when it hit the wall.
+        requested: u64,
+        /// Peak linear memory the chamber held.
+        peak: u64,
+        /// What hit the limit: the hard wall, or DataFusion's pool inside the chamber.
+        reason: String,
+    },
+    /// The fragment ran past its deadline and was stopped.
+    #[error("bee {bee}: the fragment was stopped at its deadline of {limit:?}")]
+    Timeout {
+        /// The bee that ran the fragment.
+        bee: usize,
+        /// The deadline.
+        limit: Duration,
+    },
+    /// The guest reported an error: for SQL errors, DataFusion's own text.
+    #[error("{message}")]
+    GuestError {
+        /// The bee that ran the fragment.
+        bee: usize,
+        /// What kind of error.
+        kind: GuestErrorKind,
+        /// The guest's message.
+        message: String,
+    },
+    /// The chamber trapped (a guest panic, a stack overflow, a flood of output...).
+    #[error("bee {bee}: the chamber trapped: {message}")]
+    Trap {
+        /// The bee that ran the fragment.
+        bee: usize,
+        /// The trap and whatever the guest wrote to stderr before it.
+        message: String,
+    },
+    /// The guest component could not be found, compiled, cached or instantiated.
+    #[error("guest component: {0}")]
+    Guest(String),
+    /// A file the host needs could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The pool was shut down before the task could run.
+    #[error("the bee pool has shut down")]
+    PoolClosed,
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Finding the guest component and keeping its compiled form on disk.
+//!
+//! Compiling the DataFusion guest with Cranelift takes minutes and gigabytes; loading its
+//! precompiled form takes milliseconds. The compiled artefact is cached under a key made of
+//! the guest's SHA-256 and the engine's compatibility hash (which covers the wasmtime
+//! version and its code-generation settings), so a new
+//! guest or a new wasmtime never loads a stale artefact. Writes go to a temporary file that
+//! is renamed into place, so a reader never sees half an artefact.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::{Error, Result};
+
+/// The file name cargo gives the chamber guest.
+const GUEST_FILE: &str = "apiary_guest.wasm";
+
+/// Where the chamber guest is: `$APIARY_GUEST` if set, else as [`find_component`] finds
+/// `apiary_guest.wasm`.
+///
+/// # Errors
+/// [`Error::Guest`] listing the places searched, with the command that builds the guest.
+pub fn find_guest() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("APIARY_GUEST") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::Guest(format!(
+                "APIARY_GUEST points at {}, which is not a file",
+                path.display()
+            )))
+        };
+    }
+    find_component(GUEST_FILE)
+}
+
+/// Find the component `file_name` next to the running executable or in the cargo target
+/// directory it was built in (`target/wasm32-wasip2/release/`).
+///
+/// # Errors
+/// [`Error::Guest`] listing the places searched, with the command that builds the guests.
+pub fn find_component(file_name: &str) -> Result<PathBuf> {
+    let mut searched = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(4) {
+            for candidate in [
+                dir.join(file_name),
+                dir.join("wasm32-wasip2").join("release").join(file_name),
+            ] {
+                if candidate.is_file() {
+                    return Ok(candidate);
+                }
+                searched.push(candidate);
+            }
+        }
+    }
+    Err(Error::Guest(format!(
+        "{file_name} was not found (looked in {}); build the guests with `just build-guest`",
+        searched
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// The default directory for compiled guests: `$APIARY_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/apiary`, else `~/.cache/apiary`, else the system temp dir.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("APIARY_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("apiary");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".cache").join("apiary");
+    }
+    std::env::temp_dir().join("apiary-cache")
+}
+
+/// A guest component loaded for an engine, and how it was obtained.
+pub struct GuestArtifact {
+    /// The component, ready to link.
+    pub component: Component,
+    /// The precompiled artefact on disk.
+    pub cached_at: PathBuf,
+    /// Whether this load had to run Cranelift (a cold cache).
+    pub compiled: bool,
+}
+
+impl GuestArtifact {
+    /// Load the component at `guest` for `engine`, compiling it only when `cache_dir` has no
+    /// compatible precompiled artefact.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the guest or the cache cannot be read or written,
+    /// [`Error::Guest`] when the guest is not a valid component.
+    pub fn load(engine: &Engine, guest: &Path, cache_dir: &Path) -> Result<Self> {
+        let bytes = std::fs::read(guest).map_err(|e| Error::io(guest, e))?;
+        let cached_at = cache_dir.join(cache_key(engine, &bytes));
+        if cached_at.is_file() {
+            // SAFETY: the artefact was written by `Engine::precompile_component` of this
+            // wasmtime version and engine configuration (both are in the key), renamed into
+            // place only once complete, and the cache directory belongs to this user.
+            // wasmtime still checks the header and refuses incompatible artefacts.
+            match unsafe { Component::deserialize_file(engine, &cached_at) } {
+                Ok(component) => {
+                    return Ok(Self {
+                        component,
+                        cached_at,
+                        compiled: false,
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(path = %cached_at.display(), %err, "recompiling the guest");
+                }
+            }
+        }
+        tracing::info!(guest = %guest.display(), "compiling the chamber guest (once)");
+        let compiled = engine
+            .precompile_component(&bytes)
+            .map_err(|e| Error::Guest(format!("{}: {e:#}", guest.display())))?;
+        write_atomically(&cached_at, &compiled)?;
+        // SAFETY: `compiled` was produced just now by this engine.
+        let component = unsafe { Component::deserialize(engine, &compiled) }
+            .map_err(|e| Error::Guest(format!("{}: {e:#}", guest.display())))?;
+        Ok(Self {
+            component,
+            cached_at,
+            compiled: true,
+        })
+    }
+}
+
+fn cache_key(engine: &Engine, guest: &[u8]) -> String {
+    let digest = Sha256::digest(guest);
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    // The compatibility hash covers wasmtime's version and every engine setting that
+    // changes generated code.
+    format!("guest-{hex}-{:016x}.cwasm", hasher.finish())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("artefact"),
+        std::process::id()
+    ));
+    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,25 @@
+//! The Apiary host: everything with I/O.
+//!
+//! This crate owns the sealed chambers that run SQL fragments: one wasmtime [`ChamberEngine`]
+//! per process (the guest compiled once, cached on disk, instantiated from an `InstancePre`
+//! through the pooling allocator), and a [`BeePool`] of bees, each running one fragment at a
+//! time in a fresh chamber with a hard memory budget, a CPU deadline and a private scratch
+//! directory. Failures come back as typed [`Error`]s; a failed chamber never takes its bee
+//! or the pool down with it.
+
+mod bee_pool;
+mod bindings;
+mod cells;
+mod chamber;
+mod error;
+mod guest;
+mod limits;
+mod tpch;
+
+pub use apiary_engine::{CellRef, TableCells};
+pub use bee_pool::{BeePool, PoolConfig};
+pub use cells::{CellFiles, ReadCounter};
+pub use chamber::{ChamberEngine, ChamberStats, Fragment, FragmentOutput};
+pub use error::{Error, GuestErrorKind, Result};
+pub use guest::{GuestArtifact, default_cache_dir, find_component, find_guest};
+pub use tpch::{TPCH_TABLES, cell_writer_properties, generate_tpch};
