@@ -397,7 +397,7 @@ fn build_engine(max_budget: u64, max_chambers: u32) -> Result<Engine> {
         .max_memories_per_component(2)
         .max_tables_per_component(8)
         .max_memory_size(max_memory)
-        .table_elements(1 << 20)
+        .table_elements(1 << 18)
         .max_component_instance_size(1 << 20)
         .max_core_instance_size(1 << 20);
 
