@@ -40,7 +40,12 @@ impl PeakMemoryPool {
 
 impl std::fmt::Display for PeakMemoryPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} bytes reserved, peak {}", self.inner.reserved(), self.peak())
+        write!(
+            f,
+            "{} bytes reserved, peak {}",
+            self.inner.reserved(),
+            self.peak()
+        )
     }
 }
 

@@ -7,6 +7,7 @@
 
 #![allow(missing_docs)] // the generated bindings carry no docs; the WIT does
 
+#[allow(clippy::too_many_arguments)] // generated code
 mod bindings;
 
 use std::ops::Range;

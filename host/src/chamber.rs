@@ -398,13 +398,16 @@ fn build_engine(max_budget: u64, max_chambers: u32) -> Result<Engine> {
         .max_tables_per_component(8)
         .max_memory_size(max_memory)
         .table_elements(1 << 18)
-        .max_component_instance_size(1 << 20)
-        .max_core_instance_size(1 << 20);
+        .max_component_instance_size(4 << 20)
+        .max_core_instance_size(16 << 20);
 
     let mut config = Config::new();
     config
         .epoch_interruption(true)
         .max_wasm_stack(8 << 20)
+        // wasmtime-wasi turns on wasmtime's async support, which requires the async stack
+        // to be larger than the wasm stack even though chambers run synchronously.
+        .async_stack_size(16 << 20)
         .wasm_simd(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -8,6 +8,7 @@
 //! or the pool down with it.
 
 mod bee_pool;
+#[allow(clippy::too_many_arguments)] // generated code
 mod bindings;
 mod cells;
 mod chamber;

@@ -34,7 +34,7 @@ const BATCH_ROWS: usize = 64 * 1024;
 pub fn cell_writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::LZ4_RAW)
-        .set_max_row_group_size(1 << 20)
+        .set_max_row_group_row_count(Some(1 << 20))
         .build()
 }
 
@@ -70,7 +70,7 @@ fn reader(table: &str, scale: f64) -> Option<Box<dyn RecordBatchReader + Send>> 
 /// [`Error::Config`] for an unknown table or a non-positive scale, [`Error::Io`] when the
 /// file cannot be written.
 pub fn generate_tpch(dir: &Path, table: &str, scale: f64) -> Result<PathBuf> {
-    if !(scale > 0.0) {
+    if !scale.is_finite() || scale <= 0.0 {
         return Err(Error::Config(format!(
             "TPC-H scale must be positive, not {scale}"
         )));

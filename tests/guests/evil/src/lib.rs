@@ -18,6 +18,7 @@
 
 #![allow(missing_docs)]
 
+#[allow(clippy::too_many_arguments)] // generated code
 mod bindings {
     wit_bindgen::generate!({
         path: "../../../wit",
