@@ -7,12 +7,16 @@
 //! reads local files in tests and host imports inside a chamber. Results leave as Arrow
 //! record batches, or as Arrow IPC stream chunks through [`IpcChunker`].
 //!
+//! It also owns the pure lake model in [`lake`]: names, frame schemas and write matching,
+//! partitioning, cell statistics and sizing, and the ledger with its replay.
+//!
 //! No tokio I/O, no `object_store` backends and no wasmtime live here.
 
 mod cells;
 mod error;
 mod fragment;
 mod ipc;
+pub mod lake;
 mod pool;
 
 pub use cells::{ByteSource, CellId};
