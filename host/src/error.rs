@@ -81,6 +81,37 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The lake refused an operation: bad names, schemas, partitions or a damaged ledger.
+    #[error(transparent)]
+    Lake(#[from] apiary_engine::lake::LakeError),
+    /// Object storage failed.
+    #[error("storage error at `{key}`: {message}")]
+    Storage {
+        /// The key involved.
+        key: String,
+        /// What the store said.
+        message: String,
+    },
+    /// A hive, box or frame does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A hive, box or frame already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Committed state could not be read back.
+    #[error("corrupt lake state: {0}")]
+    Corrupt(String),
+    /// A commit lost the race to other writers too many times.
+    #[error("gave up committing to {dir} after {attempts} attempts lost to other writers")]
+    CommitContention {
+        /// The frame's directory.
+        dir: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A bug in the host.
+    #[error("internal error (this is a bug): {0}")]
+    Internal(String),
     /// The pool was shut down before the task could run.
     #[error("the bee pool has shut down")]
     PoolClosed,

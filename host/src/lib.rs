@@ -6,6 +6,9 @@
 //! time in a fresh chamber with a hard memory budget, a CPU deadline and a private scratch
 //! directory. Failures come back as typed [`Error`]s; a failed chamber never takes its bee
 //! or the pool down with it.
+//!
+//! It also owns the lake ([`Lake`]): the meadow (object storage), the namespace registry,
+//! frame ledgers with conditional commits, the write path and vacuum.
 
 mod bee_pool;
 #[allow(clippy::too_many_arguments)] // generated code
@@ -14,6 +17,7 @@ mod cells;
 mod chamber;
 mod error;
 mod guest;
+mod lake;
 mod limits;
 mod tpch;
 
@@ -23,4 +27,7 @@ pub use cells::{CellFiles, ReadCounter};
 pub use chamber::{ChamberEngine, ChamberStats, Fragment, FragmentOutput};
 pub use error::{Error, GuestErrorKind, Result};
 pub use guest::{GuestArtifact, default_cache_dir, find_component, find_guest};
+pub use lake::{
+    FrameEntry, Lake, Meadow, RegistryState, VacuumReport, WriteMode, WriteOptions, WriteResult,
+};
 pub use tpch::{TPCH_TABLES, cell_writer_properties, generate_tpch};

@@ -1,0 +1,268 @@
+//! The meadow: all committed state, behind one object_store.
+//!
+//! [`Meadow`] opens a lake URI — a local directory (`file:///path` or a plain path, the
+//! default for a solo node), `memory://` (tests) — and gives the rest of the host a small
+//! set of operations on keys relative to the lake root. The one coordination primitive is
+//! [`Meadow::put_if_absent`], a conditional create (`PutMode::Create`): two writers racing
+//! for the same key see exactly one winner, on a local disk as on S3. Local writes are staged
+//! and renamed by object_store, so a reader never sees a torn file. Listing is by prefix
+//! and by one level (`list_dir`), so nothing walks the whole lake.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::{Error, Result};
+
+/// One lake's object store and root.
+#[derive(Clone)]
+pub struct Meadow {
+    store: Arc<dyn ObjectStore>,
+    uri: String,
+}
+
+impl fmt::Debug for Meadow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Meadow").field("uri", &self.uri).finish()
+    }
+}
+
+fn storage_err(key: &str, err: object_store::Error) -> Error {
+    Error::Storage {
+        key: key.to_owned(),
+        message: err.to_string(),
+    }
+}
+
+impl Meadow {
+    /// Open the lake at `uri`: `file:///abs/dir`, `/abs/dir`, `relative/dir` or `memory://`.
+    /// A local directory is created if missing.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unsupported scheme, [`Error::Io`] if the directory cannot be
+    /// created.
+    pub fn open(uri: &str) -> Result<Self> {
+        let store: Arc<dyn ObjectStore> = if uri == "memory://" || uri == "memory:" {
+            Arc::new(InMemory::new())
+        } else if let Some(rest) = uri.strip_prefix("file://") {
+            Arc::new(local(rest)?)
+        } else if uri.contains("://") {
+            let scheme = uri.split("://").next().unwrap_or_default();
+            return Err(Error::Config(format!(
+                "lake URI `{uri}`: the `{scheme}` scheme is not supported; use a local directory \
+                 (file:///path or a path) or memory://"
+            )));
+        } else {
+            Arc::new(local(uri)?)
+        };
+        Ok(Self {
+            store,
+            uri: uri.to_owned(),
+        })
+    }
+
+    /// The URI this meadow was opened with.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The underlying store, for DataFusion and the cell readers.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// The object at `key`, or `None` if there is none.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] for anything but a missing key.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        match self.store.get(&Path::from(key)).await {
+            Ok(result) => Ok(Some(result.bytes().await.map_err(|e| storage_err(key, e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(storage_err(key, err)),
+        }
+    }
+
+    /// Bytes `range` of the object at `key`.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the object or range cannot be read.
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.store
+            .get_range(&Path::from(key), range)
+            .await
+            .map_err(|e| storage_err(key, e))
+    }
+
+    /// Size in bytes of the object at `key`.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if it does not exist or cannot be reached.
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        let meta = self
+            .store
+            .head(&Path::from(key))
+            .await
+            .map_err(|e| storage_err(key, e))?;
+        Ok(meta.size)
+    }
+
+    /// Write `bytes` at `key`, replacing any object there (atomically on every backend).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the write fails.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.store
+            .put(&Path::from(key), PutPayload::from_bytes(bytes))
+            .await
+            .map_err(|e| storage_err(key, e))?;
+        Ok(())
+    }
+
+    /// Create `key` with `bytes` only if nothing is there yet. Returns `false` when another
+    /// writer got there first: the commit primitive of the ledger and the registry.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the write fails for any other reason.
+    pub async fn put_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&Path::from(key), PutPayload::from_bytes(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(err) => Err(storage_err(key, err)),
+        }
+    }
+
+    /// Every object under `prefix` (recursively).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if listing fails.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.store
+            .list(Some(&Path::from(prefix)))
+            .try_collect()
+            .await
+            .map_err(|e| storage_err(prefix, e))
+    }
+
+    /// The objects and sub-directories directly under `prefix` (one level).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if listing fails.
+    pub async fn list_dir(&self, prefix: &str) -> Result<(Vec<ObjectMeta>, Vec<String>)> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&Path::from(prefix)))
+            .await
+            .map_err(|e| storage_err(prefix, e))?;
+        Ok((
+            listing.objects,
+            listing
+                .common_prefixes
+                .into_iter()
+                .map(|p| p.to_string())
+                .collect(),
+        ))
+    }
+
+    /// Delete `key`; a missing key is not an error.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the delete fails.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(storage_err(key, err)),
+        }
+    }
+}
+
+fn local(dir: &str) -> Result<LocalFileSystem> {
+    let path = std::path::Path::new(dir);
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+    LocalFileSystem::new_with_prefix(path)
+        .map(|fs| fs.with_automatic_cleanup(true))
+        .map_err(|e| Error::Config(format!("lake directory {dir}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn conditional_create_has_one_winner(meadow: Meadow) {
+        assert!(
+            meadow
+                .put_if_absent("a/_ledger/1.json", Bytes::from("one"))
+                .await
+                .expect("put")
+        );
+        assert!(
+            !meadow
+                .put_if_absent("a/_ledger/1.json", Bytes::from("two"))
+                .await
+                .expect("put")
+        );
+        assert_eq!(
+            meadow.get("a/_ledger/1.json").await.expect("get"),
+            Some(Bytes::from("one"))
+        );
+        assert_eq!(meadow.get("a/_ledger/2.json").await.expect("get"), None);
+        meadow
+            .put("a/b/c.parquet", Bytes::from("cell"))
+            .await
+            .expect("put");
+        let (objects, dirs) = meadow.list_dir("a").await.expect("list");
+        assert!(objects.is_empty());
+        assert_eq!(dirs, vec!["a/_ledger".to_owned(), "a/b".to_owned()]);
+        assert_eq!(meadow.list("a").await.expect("list").len(), 2);
+        assert_eq!(meadow.size("a/b/c.parquet").await.expect("size"), 4);
+        assert_eq!(
+            meadow
+                .get_range("a/b/c.parquet", 1..3)
+                .await
+                .expect("range"),
+            Bytes::from("el")
+        );
+        meadow.delete("a/b/c.parquet").await.expect("delete");
+        meadow
+            .delete("a/b/c.parquet")
+            .await
+            .expect("deleting twice is fine");
+        assert_eq!(meadow.list("a/b").await.expect("list").len(), 0);
+    }
+
+    #[tokio::test]
+    async fn memory_meadow() {
+        conditional_create_has_one_winner(Meadow::open("memory://").expect("open")).await;
+    }
+
+    #[tokio::test]
+    async fn local_meadow() {
+        let dir = tempfile::tempdir().expect("dir");
+        let uri = format!("file://{}", dir.path().display());
+        conditional_create_has_one_winner(Meadow::open(&uri).expect("open")).await;
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused_with_the_alternatives() {
+        let err = Meadow::open("ftp://host/x").expect_err("ftp");
+        assert!(
+            err.to_string().contains("`ftp` scheme is not supported"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! The write path: from record batches to committed cells.
+//!
+//! Incoming batches are matched to the frame's schema by column name (safe widening casts,
+//! nulls for missing nullable columns; everything else is refused before anything is
+//! written), split by partition values, cut into cells of the leafcutter size, written as
+//! Parquet (LZ4, statistics) and committed as one ledger entry: `AddCells` for an append,
+//! `RewriteCells` for an overwrite. Cells are written before the commit; if the commit
+//! fails, they are orphans that vacuum removes.
+
+use std::time::{Duration, Instant};
+
+use apiary_engine::arrow::compute::concat_batches;
+use apiary_engine::arrow::record_batch::RecordBatch;
+use apiary_engine::lake::{
+    Action, CellMeta, CellSizing, FrameState, MAX_PARTITIONS_PER_WRITE, column_stats, plan_write,
+    split_by_partition_limited,
+};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+
+use super::ledger::{self, Committed};
+use super::meadow::Meadow;
+use crate::{Error, Result, cell_writer_properties};
+
+/// Append or replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Add the rows to the frame.
+    Append,
+    /// Replace every row of the frame with these, in one commit. Cells appended by others
+    /// before the overwrite commits are removed too: after it, the frame holds exactly the
+    /// rows written.
+    Overwrite,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteResult {
+    /// The ledger version the write committed.
+    pub version: u64,
+    /// Cells written.
+    pub cells: usize,
+    /// Rows written.
+    pub rows: u64,
+    /// Bytes of Parquet written.
+    pub bytes: u64,
+    /// Wall time of the whole write.
+    pub duration: Duration,
+    /// Commit attempts (1 unless other writers raced).
+    pub attempts: u32,
+}
+
+/// Settings of the write path.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// Cell sizes.
+    pub sizing: CellSizing,
+    /// Largest number of partitions one write may touch.
+    pub max_partitions: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            sizing: CellSizing::for_budget(1 << 30),
+            max_partitions: MAX_PARTITIONS_PER_WRITE,
+        }
+    }
+}
+
+pub(crate) async fn write(
+    meadow: &Meadow,
+    dir: &str,
+    writer: &str,
+    state: FrameState,
+    batches: &[RecordBatch],
+    mode: WriteMode,
+    options: WriteOptions,
+) -> Result<WriteResult> {
+    let started = Instant::now();
+    let frame_schema = std::sync::Arc::new(state.schema.to_arrow());
+    // Validate everything first: nothing is written for bad input.
+    let mut conformed = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let plan = plan_write(&frame_schema, &batch.schema())?;
+        conformed.push(plan.apply(batch)?);
+    }
+    let all = concat_batches(&frame_schema, &conformed)
+        .map_err(|e| Error::Internal(format!("concatenating conformed batches: {e}")))?;
+    let parts = split_by_partition_limited(&all, &state.partition_by, options.max_partitions)?;
+
+    let mut cells = Vec::new();
+    for (partition, batch) in parts {
+        let estimate = batch.get_array_memory_size() as u64;
+        for range in options.sizing.cut(batch.num_rows(), estimate) {
+            let slice = batch.slice(range.start, range.end - range.start);
+            let name = format!("cell_{}.parquet", uuid::Uuid::new_v4().simple());
+            let path = if partition.is_empty() {
+                name
+            } else {
+                format!("{}/{name}", partition.path())
+            };
+            let bytes = encode(&slice)?;
+            let size = bytes.len() as u64;
+            meadow.put(&format!("{dir}/{path}"), bytes).await?;
+            cells.push(CellMeta {
+                path,
+                rows: slice.num_rows() as u64,
+                bytes: size,
+                partition: partition.clone(),
+                stats: column_stats(&slice),
+            });
+        }
+    }
+    let rows = cells.iter().map(|c| c.rows).sum();
+    let bytes = cells.iter().map(|c| c.bytes).sum();
+    let count = cells.len();
+    let Committed { state, attempts } =
+        ledger::commit(meadow, dir, writer, Some(state), |newest| {
+            Ok(match mode {
+                WriteMode::Append => Action::AddCells {
+                    cells: cells.clone(),
+                },
+                WriteMode::Overwrite => Action::overwrite(newest, cells.clone()),
+            })
+        })
+        .await?;
+    Ok(WriteResult {
+        version: state.version,
+        cells: count,
+        rows,
+        bytes,
+        duration: started.elapsed(),
+        attempts,
+    })
+}
+
+fn encode(batch: &RecordBatch) -> Result<Bytes> {
+    let mut buf = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(cell_writer_properties()))
+        .map_err(|e| Error::Internal(format!("parquet writer: {e}")))?;
+    writer
+        .write(batch)
+        .and_then(|_| writer.close().map(|_| ()))
+        .map_err(|e| Error::Internal(format!("writing a cell: {e}")))?;
+    Ok(Bytes::from(buf))
+}
