@@ -51,5 +51,9 @@ demo: build
 bench-chamber: build-guest
     cargo bench --locked -p apiary-host --bench chamber -- --scale 1 --runs 5
 
+# Lake writes: commit throughput (1 and 4 writers) and a lineitem SF1 load vs the native Parquet writer.
+bench-lake:
+    cargo bench --locked -p apiary-host --bench lake -- --scale 1 --commits 200
+
 # Every benchmark.
-bench: bench-chamber
+bench: bench-chamber bench-lake
