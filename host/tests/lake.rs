@@ -519,6 +519,16 @@ fn the_registry_validates_names_and_merges_concurrent_creates() {
         assert_eq!(hives, vec!["default", "north", "south"]);
 
         a.create_box("north", "sales", false).await.expect("box");
+        // The conventional names reach the same catalogue.
+        b.create_database("west", false).await.expect("database");
+        b.create_schema("west", "ops", false).await.expect("schema");
+        b.create_table("west.ops.log", &events_schema(), &[], false)
+            .await
+            .expect("table");
+        assert!(a.registry().await.expect("registry").hives["west"]["ops"].contains_key("log"));
+        b.drop_table("west.ops.log", false)
+            .await
+            .expect("drop table");
         a.create_frame("north.sales.events", &events_schema(), &[], false)
             .await
             .expect("frame");
@@ -563,5 +573,46 @@ fn the_registry_validates_names_and_merges_concurrent_creates() {
         );
         let report = a.vacuum(Duration::ZERO).await.expect("vacuum");
         assert!(report.dropped_frame_objects >= 3, "{report:?}");
+    });
+}
+
+#[test]
+fn an_overwrite_removes_appends_that_committed_before_it_and_keeps_later_ones() {
+    let dir = tempfile::tempdir().expect("dir");
+    let rt = runtime();
+    let lake = rt.block_on(new_events_lake(dir.path()));
+    let mut appender = spawn_writer(dir.path(), 0, 100_000);
+    // Let the other process append for a while, then overwrite while it keeps appending.
+    rt.block_on(async {
+        for _ in 0..200 {
+            if lake.frame("events").await.expect("frame").1.version >= 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let overwrite = rt
+        .block_on(lake.write("events", &[events(-3..0, "d")], WriteMode::Overwrite))
+        .expect("overwrite");
+    std::thread::sleep(Duration::from_millis(300));
+    appender.kill().expect("kill");
+    appender.wait().expect("reap");
+    rt.block_on(async {
+        let (_, state) = lake.frame("events").await.expect("frame");
+        assert!(
+            overwrite.version > 20,
+            "appends committed before the overwrite"
+        );
+        // Everything appended before the overwrite is gone; everything after is kept.
+        let later = state.version - overwrite.version;
+        assert_eq!(state.rows(), 3 + later);
+        let ids = ids_of(&read_frame(&lake, "events").await);
+        assert_eq!(&ids[..3], &[-3, -2, -1]);
+        assert!(
+            ids[3..]
+                .iter()
+                .all(|id| *id >= overwrite.version as i64 - 1),
+            "{ids:?}"
+        );
     });
 }

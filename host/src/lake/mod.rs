@@ -253,6 +253,50 @@ impl Lake {
         vacuum::vacuum(&self.meadow, &registry, &live, grace).await
     }
 
+    /// [`Lake::create_hive`] in conventional terms: a hive is a database.
+    ///
+    /// # Errors
+    /// As [`Lake::create_hive`].
+    pub async fn create_database(&self, name: &str, if_not_exists: bool) -> Result<()> {
+        self.create_hive(name, if_not_exists).await
+    }
+
+    /// [`Lake::create_box`] in conventional terms: a box is a schema.
+    ///
+    /// # Errors
+    /// As [`Lake::create_box`].
+    pub async fn create_schema(
+        &self,
+        database: &str,
+        name: &str,
+        if_not_exists: bool,
+    ) -> Result<()> {
+        self.create_box(database, name, if_not_exists).await
+    }
+
+    /// [`Lake::create_frame`] in conventional terms: a frame is a table.
+    ///
+    /// # Errors
+    /// As [`Lake::create_frame`].
+    pub async fn create_table(
+        &self,
+        name: &str,
+        schema: &Schema,
+        partition_by: &[&str],
+        if_not_exists: bool,
+    ) -> Result<FrameRef> {
+        self.create_frame(name, schema, partition_by, if_not_exists)
+            .await
+    }
+
+    /// [`Lake::drop_frame`] in conventional terms.
+    ///
+    /// # Errors
+    /// As [`Lake::drop_frame`].
+    pub async fn drop_table(&self, name: &str, if_exists: bool) -> Result<()> {
+        self.drop_frame(name, if_exists).await
+    }
+
     /// Write ledger version 0 for a registered frame, if nobody has yet.
     async fn ensure_created(&self, entry: &FrameEntry) -> Result<()> {
         let create = LedgerEntry {
