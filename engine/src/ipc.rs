@@ -72,3 +72,21 @@ where
         .or_else(|| batches.first().map(|b| b.schema()));
     Ok((schema, batches))
 }
+
+/// A schema alone as an Arrow IPC stream with no batches.
+///
+/// # Errors
+/// If the schema cannot be encoded.
+pub fn encode_schema(schema: &SchemaRef) -> Result<Vec<u8>, EngineError> {
+    IpcChunker::new(schema)?.finish()
+}
+
+/// The schema of an IPC stream made by [`encode_schema`].
+///
+/// # Errors
+/// If the bytes are not an IPC stream with a schema.
+pub fn decode_schema(bytes: &[u8]) -> Result<SchemaRef, EngineError> {
+    decode_ipc_chunks([bytes.to_vec()])?
+        .0
+        .ok_or_else(|| EngineError::Io("an IPC stream without a schema".into()))
+}

@@ -22,9 +22,10 @@ mod pool;
 pub use cells::{ByteSource, CellId};
 pub use error::EngineError;
 pub use fragment::{
-    CellRef, FragmentSink, FragmentSummary, FragmentTask, TableCells, execute_fragment,
+    CellRef, FragmentSink, FragmentSummary, FragmentTask, TableCells, default_namespace,
+    execute_fragment,
 };
-pub use ipc::{IpcChunker, decode_ipc_chunks};
+pub use ipc::{IpcChunker, decode_ipc_chunks, decode_schema, encode_schema};
 pub use pool::PeakMemoryPool;
 
 /// Re-exported so hosts and guests use exactly the arrow version the engine was built with.

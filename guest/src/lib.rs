@@ -18,6 +18,7 @@ use apiary_engine::arrow::datatypes::SchemaRef;
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::{
     ByteSource, CellId, CellRef, EngineError, FragmentSink, FragmentTask, IpcChunker, TableCells,
+    decode_schema, default_namespace,
 };
 use bindings::apiary::chamber::types::{ChamberError, Summary, Task};
 use bindings::apiary::chamber::{cells, sink};
@@ -83,13 +84,12 @@ fn to_wit(err: EngineError) -> ChamberError {
     }
 }
 
-fn from_wit(task: Task) -> FragmentTask {
-    FragmentTask {
-        sql: task.sql,
-        tables: task
-            .tables
-            .into_iter()
-            .map(|t| TableCells {
+fn from_wit(task: Task) -> Result<FragmentTask, EngineError> {
+    let tables = task
+        .tables
+        .into_iter()
+        .map(|t| {
+            Ok(TableCells {
                 name: t.name,
                 cells: t
                     .cells
@@ -99,19 +99,37 @@ fn from_wit(task: Task) -> FragmentTask {
                         size: c.size,
                     })
                     .collect(),
+                schema: if t.schema.is_empty() {
+                    None
+                } else {
+                    Some(decode_schema(&t.schema)?)
+                },
             })
-            .collect(),
+        })
+        .collect::<Result<_, EngineError>>()?;
+    let defaults = default_namespace();
+    Ok(FragmentTask {
+        sql: task.sql,
+        tables,
         memory_pool_bytes: task.memory_pool_bytes,
         batch_size: task.batch_size as usize,
         scratch_dir: (!task.scratch_dir.is_empty()).then(|| PathBuf::from(task.scratch_dir)),
-    }
+        default_namespace: (
+            non_empty(task.default_hive, defaults.0),
+            non_empty(task.default_box, defaults.1),
+        ),
+    })
+}
+
+fn non_empty(value: String, default: String) -> String {
+    if value.is_empty() { default } else { value }
 }
 
 struct Chamber;
 
 impl bindings::Guest for Chamber {
     fn execute(task: Task) -> Result<Summary, ChamberError> {
-        let task = from_wit(task);
+        let task = from_wit(task).map_err(to_wit)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .map_err(|e| ChamberError::Internal(format!("runtime: {e}")))?;

@@ -121,14 +121,12 @@ fn main() -> anyhow::Result<()> {
         let mut chamber_answer = String::new();
         for _ in 0..args.runs {
             let files = CellFiles::open([&lineitem])?;
-            let fragment = Fragment {
-                sql: sql.to_owned(),
-                tables: vec![TableCells {
-                    name: "lineitem".into(),
-                    cells: files.cells(),
-                }],
-                source: Arc::new(files),
+            let table = TableCells {
+                name: "lineitem".into(),
+                cells: files.cells(),
+                schema: None,
             };
+            let fragment = Fragment::new(sql, vec![table], Arc::new(files));
             let t = Instant::now();
             let output = pool.run(fragment)?;
             chamber_times.push(t.elapsed());

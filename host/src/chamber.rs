@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use apiary_engine::arrow::datatypes::SchemaRef;
 use apiary_engine::arrow::record_batch::RecordBatch;
-use apiary_engine::{ByteSource, TableCells, decode_ipc_chunks};
+use apiary_engine::{ByteSource, TableCells, decode_ipc_chunks, encode_schema};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
@@ -59,6 +59,24 @@ pub struct Fragment {
     pub tables: Vec<TableCells>,
     /// Where the cells' bytes come from.
     pub source: Arc<dyn ByteSource>,
+    /// Hive and box that unqualified names resolve in.
+    pub default_namespace: (String, String),
+}
+
+impl Fragment {
+    /// A fragment over `tables` resolving unqualified names in `default.default`.
+    pub fn new(
+        sql: impl Into<String>,
+        tables: Vec<TableCells>,
+        source: Arc<dyn ByteSource>,
+    ) -> Self {
+        Self {
+            sql: sql.into(),
+            tables,
+            source,
+            default_namespace: apiary_engine::default_namespace(),
+        }
+    }
 }
 
 /// What one chamber run measured.
@@ -284,21 +302,31 @@ impl ChamberEngine {
             tables: fragment
                 .tables
                 .iter()
-                .map(|t| types::Table {
-                    name: t.name.clone(),
-                    cells: t
-                        .cells
-                        .iter()
-                        .map(|c| types::Cell {
-                            id: c.id,
-                            size: c.size,
-                        })
-                        .collect(),
+                .map(|t| {
+                    Ok(types::Table {
+                        name: t.name.clone(),
+                        schema: match &t.schema {
+                            Some(schema) => encode_schema(schema).map_err(|e| {
+                                Error::Internal(format!("encoding the schema of `{}`: {e}", t.name))
+                            })?,
+                            None => Vec::new(),
+                        },
+                        cells: t
+                            .cells
+                            .iter()
+                            .map(|c| types::Cell {
+                                id: c.id,
+                                size: c.size,
+                            })
+                            .collect(),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
             memory_pool_bytes: budget / POOL_SHARE.1 * POOL_SHARE.0,
             batch_size: 8192,
             scratch_dir: SCRATCH_MOUNT.to_owned(),
+            default_hive: fragment.default_namespace.0.clone(),
+            default_box: fragment.default_namespace.1.clone(),
         };
 
         let started = Instant::now();

@@ -19,6 +19,7 @@ mod error;
 mod guest;
 mod lake;
 mod limits;
+mod query;
 mod tpch;
 
 pub use apiary_engine::{CellRef, TableCells};
@@ -30,4 +31,5 @@ pub use guest::{GuestArtifact, default_cache_dir, find_component, find_guest};
 pub use lake::{
     FrameEntry, Lake, Meadow, RegistryState, VacuumReport, WriteMode, WriteOptions, WriteResult,
 };
+pub use query::{QueryOutput, QuerySession};
 pub use tpch::{TPCH_TABLES, cell_writer_properties, generate_tpch};

@@ -85,26 +85,24 @@ fn fragment(sql: &str, tables: &[&str]) -> Fragment {
     let paths: Vec<PathBuf> = tables.iter().map(|t| tpch(t)).collect();
     let files = CellFiles::open(&paths).expect("cells");
     let cells = files.cells();
-    Fragment {
-        sql: sql.to_owned(),
-        tables: tables
-            .iter()
-            .zip(cells)
-            .map(|(name, cell)| TableCells {
-                name: (*name).to_owned(),
-                cells: vec![cell],
-            })
-            .collect(),
-        source: Arc::new(files),
-    }
+    let tables = tables
+        .iter()
+        .zip(cells)
+        .map(|(name, cell)| TableCells {
+            name: (*name).to_owned(),
+            cells: vec![cell],
+            schema: None,
+        })
+        .collect();
+    Fragment::new(sql, tables, Arc::new(files))
 }
 
 fn evil(command: &str) -> Fragment {
-    Fragment {
-        sql: command.to_owned(),
-        tables: Vec::new(),
-        source: Arc::new(CellFiles::open(Vec::<PathBuf>::new()).expect("no cells")),
-    }
+    Fragment::new(
+        command,
+        Vec::new(),
+        Arc::new(CellFiles::open(Vec::<PathBuf>::new()).expect("no cells")),
+    )
 }
 
 fn pretty(output: &FragmentOutput) -> String {

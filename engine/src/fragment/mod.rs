@@ -11,6 +11,11 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, TableProvider,
+};
+use datafusion::common::TableReference;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -39,10 +44,12 @@ pub struct CellRef {
 /// The cells registered under one table name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableCells {
-    /// Name the SQL uses.
+    /// Name the SQL uses: bare, `schema.table` or `catalog.schema.table`.
     pub name: String,
-    /// The table's cells. At least one: the schema is read from the cells' footers.
+    /// The table's cells.
     pub cells: Vec<CellRef>,
+    /// The table's schema; `None` infers it from the cells (then at least one is needed).
+    pub schema: Option<SchemaRef>,
 }
 
 /// One unit of work: SQL over tables of cells, with its resource settings.
@@ -58,6 +65,13 @@ pub struct FragmentTask {
     pub batch_size: usize,
     /// Where operators may spill; `None` disables spilling.
     pub scratch_dir: Option<PathBuf>,
+    /// Catalog and schema that unqualified names resolve in (`default`, `default`).
+    pub default_namespace: (String, String),
+}
+
+/// The namespace unqualified names resolve in: Apiary's `default.default`.
+pub fn default_namespace() -> (String, String) {
+    ("default".to_owned(), "default".to_owned())
 }
 
 /// What a completed fragment reports.
@@ -111,7 +125,9 @@ pub async fn execute_fragment(
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(task.batch_size.max(1))
-        .with_information_schema(false);
+        .with_information_schema(false)
+        .with_default_catalog_and_schema(&task.default_namespace.0, &task.default_namespace.1)
+        .with_create_default_catalog_and_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
 
     let store_url = Url::parse(CELL_STORE_URL)
@@ -145,26 +161,61 @@ pub async fn execute_fragment(
 }
 
 async fn register_table(ctx: &SessionContext, table: &TableCells) -> Result<(), EngineError> {
-    if table.cells.is_empty() {
-        return Err(EngineError::Internal(format!(
-            "table `{}` was given no cells",
-            table.name
-        )));
-    }
-    let urls = table
-        .cells
-        .iter()
-        .map(|c| ListingTableUrl::parse(format!("{CELL_STORE_URL}{}", cell_path(c.id))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .infer_schema(&ctx.state())
-        .await?;
-    let provider = ListingTable::try_new(config)?;
-    ctx.register_table(table.name.as_str(), Arc::new(provider))?;
+    let provider: Arc<dyn TableProvider> = match (&table.schema, table.cells.is_empty()) {
+        (Some(schema), true) => Arc::new(MemTable::try_new(schema.clone(), vec![vec![]])?),
+        (None, true) => {
+            return Err(EngineError::Internal(format!(
+                "table `{}` was given neither cells nor a schema",
+                table.name
+            )));
+        }
+        (schema, false) => {
+            let urls = table
+                .cells
+                .iter()
+                .map(|c| ListingTableUrl::parse(format!("{CELL_STORE_URL}{}", cell_path(c.id))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            let config =
+                ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options);
+            let config = match schema {
+                Some(schema) => config.with_schema(schema.clone()),
+                None => config.infer_schema(&ctx.state()).await?,
+            };
+            Arc::new(ListingTable::try_new(config)?)
+        }
+    };
+    ctx.register_table(table_reference(ctx, &table.name)?, provider)?;
     Ok(())
+}
+
+/// The reference for `name`, creating its catalog and schema in `ctx` when missing.
+fn table_reference(ctx: &SessionContext, name: &str) -> Result<TableReference, EngineError> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let defaults = ctx.state().config().options().catalog.clone();
+    let (catalog, schema, table) = match parts.as_slice() {
+        [table] => return Ok(TableReference::bare(*table)),
+        [schema, table] => (defaults.default_catalog.clone(), *schema, *table),
+        [catalog, schema, table] => ((*catalog).to_owned(), *schema, *table),
+        _ => {
+            return Err(EngineError::Sql(format!(
+                "table name `{name}` has more than three parts"
+            )));
+        }
+    };
+    let catalog_provider = match ctx.catalog(&catalog) {
+        Some(provider) => provider,
+        None => {
+            let provider: Arc<dyn CatalogProvider> = Arc::new(MemoryCatalogProvider::new());
+            ctx.register_catalog(catalog.as_str(), provider.clone());
+            provider
+        }
+    };
+    if catalog_provider.schema(schema).is_none() {
+        catalog_provider.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;
+    }
+    Ok(TableReference::full(catalog, schema, table))
 }
 
 #[cfg(test)]

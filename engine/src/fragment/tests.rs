@@ -110,6 +110,7 @@ fn task(sql: &str, tables: Vec<TableCells>) -> FragmentTask {
         memory_pool_bytes: 64 << 20,
         batch_size: 8192,
         scratch_dir: None,
+        default_namespace: default_namespace(),
     }
 }
 
@@ -130,6 +131,7 @@ fn two_cells() -> (Arc<MemCells>, TableCells) {
         TableCells {
             name: "__scan__".into(),
             cells: vec![a, b],
+            schema: None,
         },
     )
 }
@@ -167,8 +169,8 @@ async fn joins_two_tables_in_one_fragment() {
         &task(
             "SELECT count(*) AS n, sum(l.id) AS s FROM left_side l JOIN right_side r ON l.id = r.id",
             vec![
-                TableCells { name: "left_side".into(), cells: vec![a] },
-                TableCells { name: "right_side".into(), cells: vec![b] },
+                TableCells { name: "left_side".into(), cells: vec![a], schema: None },
+                TableCells { name: "right_side".into(), cells: vec![b], schema: None },
             ],
         ),
         cells,
@@ -200,6 +202,7 @@ async fn a_sort_that_cannot_spill_exhausts_a_tiny_pool() {
         vec![TableCells {
             name: "t".into(),
             cells: vec![cell],
+            schema: None,
         }],
     );
     t.memory_pool_bytes = 256 << 10;
@@ -216,6 +219,7 @@ async fn reading_one_column_fetches_a_fraction_of_the_cell() {
         vec![TableCells {
             name: "t".into(),
             cells: vec![cell],
+            schema: None,
         }],
     );
     let out = run(&t, cells.clone()).await.expect("query");
@@ -247,4 +251,44 @@ fn an_empty_result_still_has_a_schema() {
     let (schema, batches) = decode_ipc_chunks([chunker.finish().expect("finish")]).expect("decode");
     assert_eq!(schema.expect("schema"), batch.schema());
     assert!(batches.is_empty());
+}
+
+#[tokio::test]
+async fn qualified_names_and_empty_tables_with_a_schema() {
+    let (cells, table) = two_cells();
+    let empty = TableCells {
+        name: "other.empty".into(),
+        cells: Vec::new(),
+        schema: Some(sales(0, 1).schema()),
+    };
+    let scan = TableCells {
+        name: "north.sales.orders".into(),
+        ..table
+    };
+    let mut t = task(
+        "SELECT (SELECT count(*) FROM north.sales.orders) AS a, \
+         (SELECT count(*) FROM sales.orders) AS b, (SELECT count(*) FROM orders) AS c, \
+         (SELECT count(*) FROM default.other.empty) AS d",
+        vec![scan, empty],
+    );
+    t.default_namespace = ("north".into(), "sales".into());
+    let err = run(&t, cells.clone())
+        .await
+        .expect_err("no default.other in north");
+    assert!(err.to_string().contains("empty"), "{err}");
+    t.sql = "SELECT (SELECT count(*) FROM north.sales.orders) AS a, \
+             (SELECT count(*) FROM sales.orders) AS b, (SELECT count(*) FROM orders) AS c, \
+             (SELECT count(*) FROM north.other.empty) AS d"
+        .into();
+    t.tables[1].name = "north.other.empty".into();
+    let out = run(&t, cells).await.expect("query");
+    assert!(out.contains("| 150 | 150 | 150 | 0 |"), "{out}");
+}
+
+#[test]
+fn schemas_round_trip_through_ipc() {
+    let schema = sales(0, 1).schema();
+    let bytes = crate::encode_schema(&schema).expect("encode");
+    assert_eq!(crate::decode_schema(&bytes).expect("decode"), schema);
+    assert!(crate::decode_schema(b"junk").is_err());
 }

@@ -1,0 +1,417 @@
+//! SQL over the lake, through real chambers: answers equal plain DataFusion over the same
+//! data, pruning reads only the cells it must, and names resolve as DataFusion resolves them.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use apiary_host::{
+    BeePool, ChamberEngine, Error, Lake, PoolConfig, QueryOutput, QuerySession, WriteMode,
+    find_guest, generate_tpch,
+};
+use arrow::array::{Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use arrow::util::pretty::pretty_format_batches;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+const SCALE: f64 = 0.01;
+const TABLES: [&str; 8] = [
+    "lineitem", "orders", "customer", "part", "partsupp", "supplier", "nation", "region",
+];
+
+fn tmp_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn pool() -> Arc<BeePool> {
+    static POOL: OnceLock<(Arc<BeePool>, tempfile::TempDir)> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let guest = find_guest().expect("run `just build-guest` first");
+        let engine = Arc::new(
+            ChamberEngine::new(&guest, &tmp_root().join("cwasm"), 1 << 30, 4).expect("engine"),
+        );
+        let scratch = tempfile::tempdir().expect("scratch");
+        let pool = BeePool::new(
+            engine,
+            PoolConfig {
+                bees: 2,
+                budget: 512 << 20,
+                deadline: Duration::from_secs(120),
+                scratch_root: scratch.path().to_path_buf(),
+            },
+        )
+        .expect("pool");
+        (Arc::new(pool), scratch)
+    })
+    .0
+    .clone()
+}
+
+fn tpch(table: &str) -> PathBuf {
+    generate_tpch(&tmp_root().join("tpch-sf0.01"), table, SCALE).expect("TPC-H")
+}
+
+fn read_parquet(path: &PathBuf) -> Vec<RecordBatch> {
+    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).expect("open"))
+        .expect("parquet")
+        .build()
+        .expect("reader")
+        .collect::<Result<_, _>>()
+        .expect("batches")
+}
+
+/// A lake with TPC-H SF 0.01 in `default.default` (unpartitioned) and in `tpch.part`
+/// (lineitem by ship mode, orders by priority).
+struct TpchLake {
+    lake: Arc<Lake>,
+    _dir: tempfile::TempDir,
+}
+
+fn tpch_lake(rt: &tokio::runtime::Runtime) -> TpchLake {
+    let dir = tempfile::tempdir().expect("dir");
+    let lake = rt.block_on(async {
+        let lake = Lake::open(&format!("file://{}", dir.path().display()))
+            .await
+            .expect("open");
+        lake.create_hive("tpch", false).await.expect("hive");
+        lake.create_box("tpch", "part", false).await.expect("box");
+        for table in TABLES {
+            let batches = read_parquet(&tpch(table));
+            let schema = batches[0].schema();
+            lake.create_frame(table, &schema, &[], false)
+                .await
+                .expect("frame");
+            lake.write(table, &batches, WriteMode::Append)
+                .await
+                .expect("write");
+            let partition: &[&str] = match table {
+                "lineitem" => &["l_shipmode"],
+                "orders" => &["o_orderpriority"],
+                _ => &[],
+            };
+            let name = format!("tpch.part.{table}");
+            lake.create_frame(&name, &schema, partition, false)
+                .await
+                .expect("frame");
+            lake.write(&name, &batches, WriteMode::Append)
+                .await
+                .expect("write");
+        }
+        lake
+    });
+    TpchLake {
+        lake: Arc::new(lake),
+        _dir: dir,
+    }
+}
+
+fn pretty(batches: &[RecordBatch]) -> String {
+    pretty_format_batches(batches).expect("format").to_string()
+}
+
+async fn native_tpch(sql: &str) -> String {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    for table in TABLES {
+        ctx.register_parquet(
+            table,
+            tpch(table).to_str().expect("utf-8"),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .expect("register");
+    }
+    pretty(
+        &ctx.sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run"),
+    )
+}
+
+const TPCH: &[(&str, &str)] = &[
+    (
+        "q1",
+        "SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty, sum(l_extendedprice) AS sum_base_price, \
+      sum(l_extendedprice * (1 - l_discount)) AS sum_disc_price, sum(l_extendedprice * (1 - l_discount) * (1 + l_tax)) AS sum_charge, \
+      avg(l_quantity) AS avg_qty, avg(l_extendedprice) AS avg_price, avg(l_discount) AS avg_disc, count(*) AS count_order \
+      FROM lineitem WHERE l_shipdate <= DATE '1998-12-01' - INTERVAL '90' DAY \
+      GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus",
+    ),
+    (
+        "q3",
+        "SELECT l_orderkey, sum(l_extendedprice * (1 - l_discount)) AS revenue, o_orderdate, o_shippriority \
+      FROM customer, orders, lineitem WHERE c_mktsegment = 'BUILDING' AND c_custkey = o_custkey AND l_orderkey = o_orderkey \
+      AND o_orderdate < DATE '1995-03-15' AND l_shipdate > DATE '1995-03-15' \
+      GROUP BY l_orderkey, o_orderdate, o_shippriority ORDER BY revenue DESC, o_orderdate, l_orderkey LIMIT 10",
+    ),
+    (
+        "q4",
+        "SELECT o_orderpriority, count(*) AS order_count FROM orders WHERE o_orderdate >= DATE '1993-07-01' \
+      AND o_orderdate < DATE '1993-07-01' + INTERVAL '3' MONTH AND EXISTS (SELECT * FROM lineitem WHERE l_orderkey = o_orderkey \
+      AND l_commitdate < l_receiptdate) GROUP BY o_orderpriority ORDER BY o_orderpriority",
+    ),
+    (
+        "q5",
+        "SELECT n_name, sum(l_extendedprice * (1 - l_discount)) AS revenue FROM customer, orders, lineitem, supplier, nation, region \
+      WHERE c_custkey = o_custkey AND l_orderkey = o_orderkey AND l_suppkey = s_suppkey AND c_nationkey = s_nationkey \
+      AND s_nationkey = n_nationkey AND n_regionkey = r_regionkey AND r_name = 'ASIA' AND o_orderdate >= DATE '1994-01-01' \
+      AND o_orderdate < DATE '1995-01-01' GROUP BY n_name ORDER BY revenue DESC",
+    ),
+    (
+        "q6",
+        "SELECT sum(l_extendedprice * l_discount) AS revenue FROM lineitem WHERE l_shipdate >= DATE '1994-01-01' \
+      AND l_shipdate < DATE '1995-01-01' AND l_discount BETWEEN 0.05 AND 0.07 AND l_quantity < 24",
+    ),
+    (
+        "q10",
+        "SELECT c_custkey, c_name, sum(l_extendedprice * (1 - l_discount)) AS revenue, c_acctbal, n_name, c_address, c_phone, c_comment \
+      FROM customer, orders, lineitem, nation WHERE c_custkey = o_custkey AND l_orderkey = o_orderkey \
+      AND o_orderdate >= DATE '1993-10-01' AND o_orderdate < DATE '1994-01-01' AND l_returnflag = 'R' AND c_nationkey = n_nationkey \
+      GROUP BY c_custkey, c_name, c_acctbal, c_phone, n_name, c_address, c_comment ORDER BY revenue DESC, c_custkey LIMIT 20",
+    ),
+    (
+        "q12",
+        "SELECT l_shipmode, sum(CASE WHEN o_orderpriority = '1-URGENT' OR o_orderpriority = '2-HIGH' THEN 1 ELSE 0 END) AS high_line_count, \
+      sum(CASE WHEN o_orderpriority <> '1-URGENT' AND o_orderpriority <> '2-HIGH' THEN 1 ELSE 0 END) AS low_line_count \
+      FROM orders, lineitem WHERE o_orderkey = l_orderkey AND l_shipmode IN ('MAIL', 'SHIP') AND l_commitdate < l_receiptdate \
+      AND l_shipdate < l_commitdate AND l_receiptdate >= DATE '1994-01-01' AND l_receiptdate < DATE '1995-01-01' \
+      GROUP BY l_shipmode ORDER BY l_shipmode",
+    ),
+    (
+        "q14",
+        "SELECT 100.00 * sum(CASE WHEN p_type LIKE 'PROMO%' THEN l_extendedprice * (1 - l_discount) ELSE 0 END) \
+      / sum(l_extendedprice * (1 - l_discount)) AS promo_revenue FROM lineitem, part WHERE l_partkey = p_partkey \
+      AND l_shipdate >= DATE '1995-09-01' AND l_shipdate < DATE '1995-10-01'",
+    ),
+    (
+        "q19",
+        "SELECT sum(l_extendedprice * (1 - l_discount)) AS revenue FROM lineitem, part WHERE \
+      (p_partkey = l_partkey AND p_brand = 'Brand#12' AND p_container IN ('SM CASE', 'SM BOX', 'SM PACK', 'SM PKG') \
+      AND l_quantity >= 1 AND l_quantity <= 11 AND p_size BETWEEN 1 AND 5 AND l_shipmode IN ('AIR', 'AIR REG') \
+      AND l_shipinstruct = 'DELIVER IN PERSON') OR (p_partkey = l_partkey AND p_brand = 'Brand#23' \
+      AND p_container IN ('MED BAG', 'MED BOX', 'MED PKG', 'MED PACK') AND l_quantity >= 10 AND l_quantity <= 20 \
+      AND p_size BETWEEN 1 AND 10 AND l_shipmode IN ('AIR', 'AIR REG') AND l_shipinstruct = 'DELIVER IN PERSON')",
+    ),
+];
+
+#[test]
+fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
+    let _serial = serial();
+    let rt = runtime();
+    let lake = tpch_lake(&rt);
+    rt.block_on(async {
+        let mut session = QuerySession::new(lake.lake.clone(), pool());
+        for namespace in ["default.default", "tpch.part"] {
+            session.sql(&format!("USE {namespace}")).await.expect("use");
+            for (name, sql) in TPCH {
+                let output = session
+                    .sql(sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{name} in {namespace}: {e}"));
+                assert!(!output.batches.is_empty(), "{name} returned nothing");
+                assert_eq!(
+                    pretty(&output.batches),
+                    native_tpch(sql).await,
+                    "{name} in {namespace}"
+                );
+            }
+        }
+        // The ship-mode partitions let Q12 skip the other five modes' cells.
+        session.sql("USE tpch.part").await.expect("use");
+        let q12 = session.sql(TPCH[6].1).await.expect("q12");
+        assert!(
+            q12.cells_scanned < q12.cells_total,
+            "{} of {}",
+            q12.cells_scanned,
+            q12.cells_total
+        );
+    });
+}
+
+fn days_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("day", DataType::Utf8, false),
+        Field::new("v", DataType::Int64, false),
+        Field::new("d", DataType::Date32, true),
+    ]))
+}
+
+/// Twenty days of 100 rows; `v` runs 0..2000 in day order, `d` is the day as a date.
+fn days() -> Vec<RecordBatch> {
+    (0..20)
+        .map(|day| {
+            let v: Vec<i64> = (day * 100..day * 100 + 100).collect();
+            RecordBatch::try_new(
+                days_schema(),
+                vec![
+                    Arc::new(StringArray::from(vec![format!("d{day:02}"); 100])),
+                    Arc::new(Int64Array::from(v)),
+                    Arc::new(arrow::array::Date32Array::from(vec![
+                        Some(
+                            19_000 + day as i32
+                        );
+                        100
+                    ])),
+                ],
+            )
+            .expect("batch")
+        })
+        .collect()
+}
+
+async fn days_session(dir: &tempfile::TempDir) -> (QuerySession, SessionContext) {
+    let lake = Lake::open(&format!("file://{}", dir.path().display()))
+        .await
+        .expect("open");
+    lake.create_frame("days", &days_schema(), &["day"], false)
+        .await
+        .expect("frame");
+    lake.write("days", &days(), WriteMode::Append)
+        .await
+        .expect("write");
+    let native = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    native
+        .register_table(
+            "days",
+            Arc::new(MemTable::try_new(days_schema(), vec![days()]).expect("mem")),
+        )
+        .expect("register");
+    (QuerySession::new(Arc::new(lake), pool()), native)
+}
+
+async fn same_answer(
+    session: &mut QuerySession,
+    native: &SessionContext,
+    sql: &str,
+) -> QueryOutput {
+    let output = session
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let expected = pretty(
+        &native
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run"),
+    );
+    assert_eq!(pretty(&output.batches), expected, "{sql}");
+    output
+}
+
+#[test]
+fn a_query_on_one_of_twenty_partitions_reads_only_its_cells() {
+    let _serial = serial();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("dir");
+    rt.block_on(async {
+        let (mut session, native) = days_session(&dir).await;
+        let output = same_answer(
+            &mut session,
+            &native,
+            "SELECT count(*), sum(v) FROM days WHERE day = 'd07'",
+        )
+        .await;
+        assert_eq!((output.cells_total, output.cells_scanned), (20, 1));
+        let stats = output.chamber.expect("ran in a chamber");
+        assert!(stats.bytes_read > 0);
+        // Statistics prune too: v lies in 700..800 only on d07.
+        let output = same_answer(
+            &mut session,
+            &native,
+            "SELECT min(day) FROM days WHERE v BETWEEN 750 AND 760",
+        )
+        .await;
+        assert_eq!(output.cells_scanned, 1);
+        let output = same_answer(
+            &mut session,
+            &native,
+            "SELECT count(*) FROM days WHERE d = DATE '2022-01-08'",
+        )
+        .await;
+        assert_eq!(output.cells_scanned, 1, "date statistics prune");
+    });
+}
+
+#[test]
+fn pruning_never_changes_an_answer() {
+    let _serial = serial();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("dir");
+    rt.block_on(async {
+        let (mut session, native) = days_session(&dir).await;
+        for (sql, scanned) in [
+            // d03, and d18 (1800..1900) and d19 for v.
+            ("SELECT count(*), sum(v) FROM days WHERE day = 'd03' OR v > 1890", Some(3)),
+            ("SELECT count(*) FROM days WHERE day BETWEEN 'd05' AND 'd07'", Some(3)),
+            ("SELECT count(*) FROM days WHERE day IN ('d01', 'd19')", None),
+            ("SELECT count(*) FROM days WHERE NOT (day < 'd18')", Some(2)),
+            ("SELECT count(*) FROM days WHERE d >= DATE '2022-01-10' AND d < DATE '2022-01-12'", Some(2)),
+            ("SELECT count(*) FROM days WHERE v > (SELECT max(v) FROM days WHERE day = 'd17')", None),
+            ("SELECT day, count(*) FROM (SELECT * FROM days WHERE day = 'd02' UNION ALL SELECT * FROM days WHERE v < 50) GROUP BY day ORDER BY day", None),
+            ("SELECT count(*) FROM days WHERE v % 7 = 3 AND day <> 'd00'", None),
+            ("SELECT count(*) FROM days WHERE day = 'nope'", Some(0)),
+        ] {
+            let output = same_answer(&mut session, &native, sql).await;
+            if let Some(scanned) = scanned {
+                assert_eq!(output.cells_scanned, scanned, "{sql}");
+            }
+        }
+    });
+}
+
+#[test]
+fn names_resolve_as_datafusion_resolves_them() {
+    let _serial = serial();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("dir");
+    rt.block_on(async {
+        let lake = Lake::open(&format!("file://{}", dir.path().display())).await.expect("open");
+        lake.create_hive("farm", false).await.expect("hive");
+        for (box_name, rows) in [("east", 3), ("west", 5)] {
+            lake.create_box("farm", box_name, false).await.expect("box");
+            let name = format!("farm.{box_name}.t");
+            lake.create_frame(&name, &days_schema(), &[], false).await.expect("frame");
+            lake.write(&name, &[days()[0].slice(0, rows)], WriteMode::Append).await.expect("write");
+        }
+        let mut session = QuerySession::new(Arc::new(lake), pool());
+        let count = |o: QueryOutput| pretty(&o.batches);
+        assert!(count(session.sql("SELECT count(*) AS n FROM farm.east.t").await.expect("3-part")).contains("| 3 |"));
+        session.sql("USE HIVE farm").await.expect("use hive");
+        assert!(session.sql("SELECT count(*) FROM t").await.is_err(), "no farm.default.t");
+        assert!(count(session.sql("SELECT count(*) AS n FROM west.t").await.expect("2-part")).contains("| 5 |"));
+        session.sql("USE SCHEMA east").await.expect("use box");
+        assert_eq!(session.namespace(), ("farm", "east"));
+        assert!(count(session.sql("SELECT count(*) AS n FROM \"t\"").await.expect("quoted")).contains("| 3 |"));
+        let joined = session
+            .sql("WITH w AS (SELECT v FROM west.t) SELECT count(*) AS n FROM t a JOIN t b ON a.v = b.v, w WHERE w.v = a.v")
+            .await
+            .expect("CTE, self join and comma join");
+        assert!(count(joined).contains("| 3 |"));
+        assert!(matches!(session.sql("USE BOX nowhere").await, Err(Error::NotFound(_))));
+        let err = session.sql("DELETE FROM t").await.expect_err("not yet");
+        assert!(err.to_string().contains("overwrite"), "{err}");
+        let err = session.sql("SELECT nope FROM t").await.expect_err("unknown column");
+        assert!(err.to_string().contains("nope"), "{err}");
+    });
+}
