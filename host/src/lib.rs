@@ -15,6 +15,7 @@ mod bee_pool;
 mod bindings;
 mod cells;
 mod chamber;
+mod commands;
 mod error;
 mod guest;
 mod lake;

@@ -36,6 +36,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::commands;
 use crate::{BeePool, ChamberStats, Error, Fragment, Lake, Meadow, Result};
 
 /// The answer to one statement and what it took.
@@ -51,14 +52,42 @@ pub struct QueryOutput {
     pub cells_scanned: usize,
     /// The chamber's measurements (absent for statements answered on the host).
     pub chamber: Option<ChamberStats>,
+    /// Lines for the user besides the rows: what a command did, a frame's totals.
+    pub notes: Vec<String>,
+}
+
+impl QueryOutput {
+    /// An answer computed on the host from `batch`.
+    pub(crate) fn host(batch: RecordBatch, notes: Vec<String>) -> Self {
+        Self {
+            schema: Some(batch.schema()),
+            batches: vec![batch],
+            cells_total: 0,
+            cells_scanned: 0,
+            chamber: None,
+            notes,
+        }
+    }
+
+    /// A statement with no rows to show, only a message.
+    pub(crate) fn message(note: String) -> Self {
+        Self {
+            schema: None,
+            batches: Vec::new(),
+            cells_total: 0,
+            cells_scanned: 0,
+            chamber: None,
+            notes: vec![note],
+        }
+    }
 }
 
 /// A SQL session on a lake: the current hive and box, and the bees that run fragments.
 pub struct QuerySession {
-    lake: Arc<Lake>,
+    pub(crate) lake: Arc<Lake>,
     pool: Arc<BeePool>,
-    hive: String,
-    box_name: String,
+    pub(crate) hive: String,
+    pub(crate) box_name: String,
 }
 
 impl fmt::Debug for QuerySession {
@@ -149,6 +178,11 @@ impl QuerySession {
         if let Some(output) = self.command(sql).await? {
             return Ok(output);
         }
+        self.query(sql).await
+    }
+
+    /// Plan `sql` on the host, prune, and run it in a chamber.
+    pub(crate) async fn query(&self, sql: &str) -> Result<QueryOutput> {
         let registry = self.lake.registry().await?;
         let scans = Arc::new(Mutex::new(Vec::new()));
         let config = SessionConfig::new()
@@ -237,28 +271,44 @@ impl QuerySession {
             cells_total,
             cells_scanned,
             chamber: Some(output.stats),
+            notes: Vec::new(),
         })
     }
 
     /// Statements the host answers itself; `None` for everything else.
     async fn command(&mut self, sql: &str) -> Result<Option<QueryOutput>> {
-        let words: Vec<&str> = sql
-            .trim()
-            .trim_end_matches(';')
-            .split_whitespace()
-            .collect();
+        let statement = sql.trim().trim_end_matches(';').trim();
+        let words: Vec<&str> = statement.split_whitespace().collect();
         let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
         let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
-        let registry = match upper.first() {
-            Some(&"USE") => self.lake.registry().await?,
-            Some(&"DELETE") | Some(&"UPDATE") => {
-                return Err(Error::Config(format!(
-                    "`{}` is not supported yet: rewrite the frame with an overwrite of the rows to keep",
-                    upper[0]
-                )));
+        match upper.first().copied() {
+            Some("USE") => self
+                .use_namespace(statement, &words, &upper)
+                .await
+                .map(Some),
+            Some("SHOW") => self.show(statement, &words, &upper).await.map(Some),
+            Some("DESCRIBE") | Some("DESC") if words.len() == 2 => {
+                self.describe(words[1]).await.map(Some)
             }
-            _ => return Ok(None),
-        };
+            Some("CREATE") | Some("DROP") => commands::ddl(self, statement, &words, &upper)
+                .await
+                .map(Some),
+            Some("INSERT") => self.insert(statement).await.map(Some),
+            Some(verb @ ("DELETE" | "UPDATE")) => Err(Error::Config(format!(
+                "`{verb}` is not supported yet: write the rows to keep with an overwrite \
+                 (`Lake::write` with `WriteMode::Overwrite`)"
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn use_namespace(
+        &mut self,
+        sql: &str,
+        words: &[&str],
+        upper: &[&str],
+    ) -> Result<QueryOutput> {
+        let registry = self.lake.registry().await?;
         let (hive, box_name) = match (&upper[1..], &words[1..]) {
             ([kind, _], [_, name]) if ["HIVE", "DATABASE"].contains(kind) => (
                 name.to_string(),
@@ -296,23 +346,20 @@ impl QuerySession {
         }
         self.hive = hive;
         self.box_name = box_name;
-        Ok(Some(QueryOutput {
-            schema: None,
-            batches: Vec::new(),
-            cells_total: 0,
-            cells_scanned: 0,
-            chamber: None,
-        }))
+        Ok(QueryOutput::message(format!(
+            "using {}.{}",
+            self.hive, self.box_name
+        )))
     }
 }
 
-fn unquote(name: &str) -> String {
+pub(crate) fn unquote(name: &str) -> String {
     name.strip_prefix('"')
         .and_then(|n| n.strip_suffix('"'))
         .map_or_else(|| name.to_ascii_lowercase(), str::to_owned)
 }
 
-fn sql_error(err: datafusion::error::DataFusionError) -> Error {
+pub(crate) fn sql_error(err: datafusion::error::DataFusionError) -> Error {
     Error::GuestError {
         bee: usize::MAX,
         kind: crate::GuestErrorKind::Sql,

@@ -415,3 +415,59 @@ fn names_resolve_as_datafusion_resolves_them() {
         assert!(err.to_string().contains("nope"), "{err}");
     });
 }
+
+fn text(output: &QueryOutput) -> String {
+    pretty(&output.batches)
+}
+
+#[test]
+fn ddl_show_describe_and_insert_work_in_both_vocabularies() {
+    let _serial = serial();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("dir");
+    rt.block_on(async {
+        let lake = Arc::new(Lake::open(&format!("file://{}", dir.path().display())).await.expect("open"));
+        let mut s = QuerySession::new(lake, pool());
+        s.sql("CREATE HIVE farm").await.expect("hive");
+        s.sql("CREATE DATABASE IF NOT EXISTS farm").await.expect("idempotent");
+        assert!(matches!(s.sql("CREATE HIVE farm").await, Err(Error::AlreadyExists(_))));
+        s.sql("CREATE SCHEMA farm.barn").await.expect("box");
+        s.sql("USE farm.barn").await.expect("use");
+        s.sql("CREATE FRAME eggs (id BIGINT NOT NULL, hen VARCHAR NOT NULL, weight DOUBLE) PARTITIONED BY (hen)")
+            .await
+            .expect("frame");
+        s.sql("CREATE TABLE farm.barn.notes (line VARCHAR)").await.expect("table");
+
+        let hives = text(&s.sql("SHOW DATABASES").await.expect("show"));
+        assert!(hives.contains("| default |") && hives.contains("| farm    |"), "{hives}");
+        assert!(text(&s.sql("SHOW BOXES IN farm").await.expect("show")).contains("| farm | barn |"));
+        let frames = text(&s.sql("SHOW TABLES").await.expect("show"));
+        assert!(frames.contains("eggs") && frames.contains("notes"), "{frames}");
+
+        let inserted = s
+            .sql("INSERT INTO eggs VALUES (1, 'ada', 61.5), (2, 'ada', 58.0), (3, 'bea', NULL)")
+            .await
+            .expect("insert values");
+        assert!(text(&inserted).contains("| 3     |"), "{}", text(&inserted));
+        s.sql("INSERT INTO eggs (hen, id) SELECT hen, id + 10 FROM eggs WHERE hen = 'bea'")
+            .await
+            .expect("insert select");
+        let answer = text(&s.sql("SELECT hen, count(*) AS n, sum(weight) AS w FROM eggs GROUP BY hen ORDER BY hen").await.expect("query"));
+        assert!(answer.contains("| ada | 2 | 119.5 |") && answer.contains("| bea | 2 |   "), "{answer}");
+
+        let described = s.sql("DESCRIBE eggs").await.expect("describe");
+        let table = text(&described);
+        assert!(table.contains("| id     | Int64   | false    | false     |"), "{table}");
+        assert!(table.contains("| hen    | Utf8    | false    | true      |"), "{table}");
+        let note = &described.notes[0];
+        assert!(note.starts_with("frame farm.barn.eggs: version 2, 3 cells, 4 rows, "), "{note}");
+        assert!(note.ends_with(" bytes, partitioned by hen"), "{note}");
+        let err = s.sql("INSERT INTO eggs VALUES ('x', 'ada', 1.0)").await.expect_err("not a number");
+        assert!(err.to_string().to_lowercase().contains("cast"), "{err}");
+        s.sql("DROP TABLE eggs").await.expect("drop");
+        assert!(matches!(s.sql("DESCRIBE eggs").await, Err(Error::NotFound(_))));
+        s.sql("DROP FRAME IF EXISTS eggs").await.expect("drop if exists");
+        let err = s.sql("DROP HIVE farm").await.expect_err("still holds notes");
+        assert!(err.to_string().contains("drop them first"), "{err}");
+    });
+}
