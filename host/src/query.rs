@@ -99,6 +99,20 @@ impl fmt::Debug for QuerySession {
     }
 }
 
+/// How pruning went for one frame of a query.
+#[derive(Debug, Clone)]
+struct FramePruning {
+    name: String,
+    cells_total: usize,
+    cells_kept: usize,
+}
+
+/// A planned statement, ready for a chamber.
+struct Prepared {
+    fragment: Fragment,
+    frames: Vec<FramePruning>,
+}
+
 /// What planning saw of one frame scan.
 #[derive(Debug, Clone)]
 struct ScanRecord {
@@ -183,6 +197,87 @@ impl QuerySession {
 
     /// Plan `sql` on the host, prune, and run it in a chamber.
     pub(crate) async fn query(&self, sql: &str) -> Result<QueryOutput> {
+        let prepared = self.prepare(sql).await?;
+        self.run(prepared).await
+    }
+
+    async fn run(&self, prepared: Prepared) -> Result<QueryOutput> {
+        let Prepared { fragment, frames } = prepared;
+        let (cells_total, cells_scanned) = frames
+            .iter()
+            .fold((0, 0), |(t, s), f| (t + f.cells_total, s + f.cells_kept));
+        let pool = self.pool.clone();
+        let output = tokio::task::spawn_blocking(move || pool.run(fragment))
+            .await
+            .map_err(|e| Error::Internal(format!("the query task failed: {e}")))??;
+        Ok(QueryOutput {
+            schema: output.schema,
+            batches: output.batches,
+            cells_total,
+            cells_scanned,
+            chamber: Some(output.stats),
+            notes: Vec::new(),
+        })
+    }
+
+    /// `EXPLAIN [ANALYZE] query`: the frames and their pruning, the fragments and bees, and
+    /// with ANALYZE what each fragment measured.
+    async fn explain(&self, query: &str, analyze: bool) -> Result<QueryOutput> {
+        let prepared = self.prepare(query).await?;
+        let mut rows: Vec<(String, String)> = prepared
+            .frames
+            .iter()
+            .map(|f| {
+                (
+                    format!("scan {}", f.name),
+                    format!(
+                        "{} cells, {} after partition and statistics pruning",
+                        f.cells_total, f.cells_kept
+                    ),
+                )
+            })
+            .collect();
+        rows.push((
+            "fragments".into(),
+            "1 fragment: the whole statement in one chamber (fragment splitting is not built yet)"
+                .into(),
+        ));
+        rows.push(("merge".into(), "none".into()));
+        if analyze {
+            let cells: usize = prepared.frames.iter().map(|f| f.cells_kept).sum();
+            let output = self.run(prepared).await?;
+            let stats = output.chamber.unwrap_or_default();
+            rows.push((
+                "fragment 0".into(),
+                format!(
+                    "bee {}: {cells} cells, {} bytes read in {} reads, {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget",
+                    stats.bee,
+                    stats.bytes_read,
+                    stats.read_calls,
+                    stats.rows,
+                    stats.elapsed.as_secs_f64() * 1e3,
+                    stats.peak_memory as f64 / (1 << 20) as f64,
+                    stats.budget as f64 / (1 << 20) as f64
+                ),
+            ));
+        }
+        let (steps, details): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
+        let batch = RecordBatch::try_new(
+            Arc::new(apiary_engine::arrow::datatypes::Schema::new(vec![
+                apiary_engine::arrow::datatypes::Field::new("step", DataType::Utf8, false),
+                apiary_engine::arrow::datatypes::Field::new("detail", DataType::Utf8, false),
+            ])),
+            vec![
+                Arc::new(apiary_engine::arrow::array::StringArray::from(steps)),
+                Arc::new(apiary_engine::arrow::array::StringArray::from(details)),
+            ],
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(QueryOutput::host(batch, Vec::new()))
+    }
+
+    /// Plan `sql`, prune each frame's cells, and build the fragment.
+    async fn prepare(&self, sql: &str) -> Result<Prepared> {
         let registry = self.lake.registry().await?;
         let scans = Arc::new(Mutex::new(Vec::new()));
         let config = SessionConfig::new()
@@ -232,13 +327,12 @@ impl QuerySession {
         }
         let mut tables = Vec::new();
         let mut keys = Vec::new();
-        let (mut cells_total, mut cells_scanned) = (0, 0);
+        let mut pruned = Vec::new();
         for (name, filters) in frames {
             let (entry, frame_state) = self.lake.frame(&name).await?;
             let schema = Arc::new(frame_state.schema.to_arrow());
             let cells: Vec<&CellMeta> = frame_state.cells().collect();
             let keep = prune(&ctx, &schema, &cells, &filters)?;
-            cells_total += cells.len();
             let mut refs = Vec::new();
             for (cell, keep) in cells.iter().zip(keep) {
                 if keep {
@@ -249,7 +343,11 @@ impl QuerySession {
                     keys.push((format!("{}/{}", entry.dir, cell.path), cell.bytes));
                 }
             }
-            cells_scanned += refs.len();
+            pruned.push(FramePruning {
+                name: name.clone(),
+                cells_total: cells.len(),
+                cells_kept: refs.len(),
+            });
             tables.push(TableCells {
                 name,
                 cells: refs,
@@ -261,17 +359,9 @@ impl QuerySession {
             default_namespace: (self.hive.clone(), self.box_name.clone()),
             ..Fragment::new(sql, tables, source)
         };
-        let pool = self.pool.clone();
-        let output = tokio::task::spawn_blocking(move || pool.run(fragment))
-            .await
-            .map_err(|e| Error::Internal(format!("the query task failed: {e}")))??;
-        Ok(QueryOutput {
-            schema: output.schema,
-            batches: output.batches,
-            cells_total,
-            cells_scanned,
-            chamber: Some(output.stats),
-            notes: Vec::new(),
+        Ok(Prepared {
+            fragment,
+            frames: pruned,
         })
     }
 
@@ -294,6 +384,15 @@ impl QuerySession {
                 .await
                 .map(Some),
             Some("INSERT") => self.insert(statement).await.map(Some),
+            Some("EXPLAIN") => {
+                let analyze = upper.get(1) == Some(&"ANALYZE");
+                let skip = if analyze { 2 } else { 1 };
+                let query = statement
+                    .splitn(skip + 1, char::is_whitespace)
+                    .nth(skip)
+                    .unwrap_or_default();
+                self.explain(query, analyze).await.map(Some)
+            }
             Some(verb @ ("DELETE" | "UPDATE")) => Err(Error::Config(format!(
                 "`{verb}` is not supported yet: write the rows to keep with an overwrite \
                  (`Lake::write` with `WriteMode::Overwrite`)"
