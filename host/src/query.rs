@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use apiary_engine::arrow::array::{ArrayRef, BooleanArray, UInt64Array};
@@ -484,7 +483,9 @@ fn prune(
     let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(sql_error)?;
     let stats = CellStatistics { schema, cells };
     for filters in scans {
-        let kept = conjunction(filters.iter().cloned().map(strip_qualifiers))
+        let stripped: Option<Vec<Expr>> = filters.iter().cloned().map(strip_qualifiers).collect();
+        let kept = stripped
+            .and_then(conjunction)
             .and_then(|expr| ctx.state().create_physical_expr(expr, &df_schema).ok())
             .and_then(|expr| {
                 PruningPredicateBuilder::new()
@@ -502,7 +503,7 @@ fn prune(
 }
 
 /// Filters arrive qualified with the table name; pruning works on bare column names.
-fn strip_qualifiers(expr: Expr) -> Expr {
+fn strip_qualifiers(expr: Expr) -> Option<Expr> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     expr.transform(|e| match e {
         Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
@@ -511,7 +512,7 @@ fn strip_qualifiers(expr: Expr) -> Expr {
         other => Ok(Transformed::no(other)),
     })
     .map(|t| t.data)
-    .unwrap_or_else(|e| Expr::Literal(ScalarValue::Utf8(Some(e.to_string())), None))
+    .ok()
 }
 
 /// The ledger's statistics of a frame's cells, as DataFusion's pruning wants them.
@@ -611,7 +612,6 @@ struct MeadowCells {
     meadow: Meadow,
     runtime: tokio::runtime::Handle,
     cells: Vec<(String, u64)>,
-    bytes: AtomicU64,
 }
 
 impl MeadowCells {
@@ -622,7 +622,6 @@ impl MeadowCells {
             meadow,
             runtime,
             cells,
-            bytes: AtomicU64::new(0),
         })
     }
 }
@@ -640,8 +639,6 @@ impl ByteSource for MeadowCells {
             .cells
             .get(cell as usize)
             .ok_or_else(|| format!("cell {cell} is not part of this query"))?;
-        self.bytes
-            .fetch_add(range.end - range.start, Ordering::Relaxed);
         self.runtime
             .block_on(self.meadow.get_range(key, range))
             .map_err(|e| e.to_string())
