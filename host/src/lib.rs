@@ -15,6 +15,7 @@ mod bee_pool;
 mod bindings;
 mod cells;
 mod chamber;
+pub mod cli;
 mod commands;
 mod error;
 mod guest;
