@@ -8,6 +8,7 @@
 //! differ). Versions are probed forward from the last known one: no listing of the prefix.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use apiary_engine::lake::{
     DEFAULT_BOX, DEFAULT_HIVE, FrameRef, FrameSchema, NameKind, validate_name,
@@ -241,18 +242,31 @@ impl Change {
 }
 
 /// Reads and changes the registry of one lake.
+///
+/// It remembers the newest state it has seen, so each read probes forward from there
+/// instead of replaying the registry from version 0.
 #[derive(Debug)]
 pub(crate) struct Registry {
     meadow: Meadow,
+    known: Mutex<Option<RegistryState>>,
 }
 
 impl Registry {
     pub(crate) fn new(meadow: Meadow) -> Self {
-        Self { meadow }
+        Self {
+            meadow,
+            known: Mutex::new(None),
+        }
     }
 
-    /// The newest state, probing forward from `from` (a version known to exist, or 0).
+    /// The newest state, probing forward from `from`, else from the newest state this
+    /// handle has seen, else from version 0.
     pub(crate) async fn newest(&self, from: Option<RegistryState>) -> Result<RegistryState> {
+        let known = self.known.lock().ok().and_then(|k| k.clone());
+        let from = match (from, known) {
+            (Some(a), Some(b)) => Some(if a.version >= b.version { a } else { b }),
+            (a, b) => a.or(b),
+        };
         let mut state = match from {
             Some(state) => state,
             None => match self.read(0).await? {
@@ -272,6 +286,9 @@ impl Registry {
         };
         while let Some(next) = self.read(state.version + 1).await? {
             state = next;
+        }
+        if let Ok(mut known) = self.known.lock() {
+            *known = Some(state.clone());
         }
         Ok(state)
     }

@@ -5,17 +5,13 @@ use arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Float64Array, Int8Array, Int64Array, LargeStringArray,
     StringArray, StringViewArray, TimestampMicrosecondArray, TimestampNanosecondArray, UInt64Array,
 };
-use arrow::datatypes::{Field, Int64Type, Schema};
+use arrow::datatypes::Int64Type;
 
 use super::*;
 
 fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-        .collect();
-    let arrays = columns.into_iter().map(|(_, a)| a).collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("batch")
+    RecordBatch::try_from_iter_with_nullable(columns.into_iter().map(|(n, a)| (n, a, true)))
+        .expect("batch")
 }
 
 fn cols(names: &[&str]) -> Vec<String> {
