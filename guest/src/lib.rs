@@ -17,10 +17,10 @@ use std::sync::Arc;
 use apiary_engine::arrow::datatypes::SchemaRef;
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::{
-    ByteSource, CellId, CellRef, EngineError, FragmentSink, FragmentTask, IpcChunker, TableCells,
-    decode_schema, default_namespace,
+    ByteSource, CellId, CellRef, EngineError, FragmentSink, FragmentTask, IpcChunker, MergeKind,
+    Stage, TableCells, decode_schema, default_namespace,
 };
-use bindings::apiary::chamber::types::{ChamberError, Summary, Task};
+use bindings::apiary::chamber::types::{self, ChamberError, Summary, Task};
 use bindings::apiary::chamber::{cells, sink};
 
 /// Cell bytes from the host.
@@ -84,6 +84,13 @@ fn to_wit(err: EngineError) -> ChamberError {
     }
 }
 
+fn cell(c: types::Cell) -> CellRef {
+    CellRef {
+        id: c.id,
+        size: c.size,
+    }
+}
+
 fn from_wit(task: Task) -> Result<FragmentTask, EngineError> {
     let tables = task
         .tables
@@ -91,14 +98,7 @@ fn from_wit(task: Task) -> Result<FragmentTask, EngineError> {
         .map(|t| {
             Ok(TableCells {
                 name: t.name,
-                cells: t
-                    .cells
-                    .into_iter()
-                    .map(|c| CellRef {
-                        id: c.id,
-                        size: c.size,
-                    })
-                    .collect(),
+                cells: t.cells.into_iter().map(cell).collect(),
                 schema: if t.schema.is_empty() {
                     None
                 } else {
@@ -118,6 +118,13 @@ fn from_wit(task: Task) -> Result<FragmentTask, EngineError> {
             non_empty(task.default_hive, defaults.0),
             non_empty(task.default_box, defaults.1),
         ),
+        stage: match task.stage {
+            types::Stage::Whole => Stage::Whole,
+            types::Stage::Partial => Stage::Partial,
+            types::Stage::Merge(inputs) => Stage::Merge {
+                inputs: inputs.into_iter().map(cell).collect(),
+            },
+        },
     })
 }
 
@@ -146,6 +153,11 @@ impl bindings::Guest for Chamber {
             rows: summary.rows,
             batches: summary.batches,
             pool_peak_bytes: summary.pool_peak_bytes,
+            merge: summary.merge.map(|kind| match kind {
+                MergeKind::Concatenate => types::MergeKind::Concatenate,
+                MergeKind::FinalAggregate => types::MergeKind::FinalAggregate,
+                MergeKind::TopK => types::MergeKind::TopK,
+            }),
         })
     }
 }

@@ -20,14 +20,22 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 use url::Url;
 
 use crate::cells::{CellStore, cell_path};
-use crate::{ByteSource, CellId, EngineError, PeakMemoryPool};
+use crate::{ByteSource, CellId, EngineError, PeakMemoryPool, decode_ipc_chunks};
+
+mod split;
+
+pub use split::{MergeKind, merge_kind, split_optimizer_rules};
+use split::{Split, split};
 
 /// The scheme and authority under which a fragment's cells are registered.
 const CELL_STORE_URL: &str = "apiary-cells://fragment/";
@@ -67,6 +75,26 @@ pub struct FragmentTask {
     pub scratch_dir: Option<PathBuf>,
     /// Catalog and schema that unqualified names resolve in (`default`, `default`).
     pub default_namespace: (String, String),
+    /// Which part of the statement to run.
+    pub stage: Stage,
+}
+
+/// Which part of a statement a fragment runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Stage {
+    /// All of it.
+    #[default]
+    Whole,
+    /// The part below the cut (see [`MergeKind`]), over this task's cells of the one frame
+    /// the statement reads.
+    Partial,
+    /// The part above the cut, over the partial results: one Arrow IPC stream per
+    /// fragment, read whole through the byte source under these handles. The statement's
+    /// tables need schemas only.
+    Merge {
+        /// The partial results, in fragment order.
+        inputs: Vec<CellRef>,
+    },
 }
 
 /// The namespace unqualified names resolve in: Apiary's `default.default`.
@@ -83,6 +111,8 @@ pub struct FragmentSummary {
     pub batches: u32,
     /// Peak bytes reserved in the memory pool.
     pub pool_peak_bytes: u64,
+    /// For a partial fragment, how its results are to be merged.
+    pub merge: Option<MergeKind>,
 }
 
 /// Receives a fragment's output: the schema once, then each batch in order.
@@ -128,7 +158,14 @@ pub async fn execute_fragment(
         .with_information_schema(false)
         .with_default_catalog_and_schema(&task.default_namespace.0, &task.default_namespace.1)
         .with_create_default_catalog_and_schema(true);
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let mut state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features();
+    if task.stage != Stage::Whole {
+        state = state.with_physical_optimizer_rules(split_optimizer_rules());
+    }
+    let ctx = SessionContext::new_with_state(state.build());
 
     let store_url = Url::parse(CELL_STORE_URL)
         .map_err(|e| EngineError::Internal(format!("cell store URL: {e}")))?;
@@ -137,16 +174,37 @@ pub async fn execute_fragment(
         .iter()
         .flat_map(|t| t.cells.iter().map(|c| (c.id, c.size)))
         .collect();
-    ctx.register_object_store(&store_url, Arc::new(CellStore::new(source, all_cells)));
+    ctx.register_object_store(
+        &store_url,
+        Arc::new(CellStore::new(source.clone(), all_cells)),
+    );
 
     for table in &task.tables {
         register_table(&ctx, table).await?;
     }
 
     let frame = ctx.sql(&task.sql).await?;
-    let mut stream = frame.execute_stream().await?;
-    sink.schema(&stream.schema())?;
     let mut summary = FragmentSummary::default();
+    let plan = match &task.stage {
+        Stage::Whole => frame.create_physical_plan().await?,
+        Stage::Partial => {
+            let split = cut(&frame.create_physical_plan().await?)?;
+            summary.merge = Some(split.kind);
+            split.partial
+        }
+        Stage::Merge { inputs } => {
+            let split = cut(&frame.create_physical_plan().await?)?;
+            let schema = split.partial.schema();
+            let mut partitions = Vec::with_capacity(inputs.len());
+            for input in inputs {
+                partitions.extend(read_partial(source.as_ref(), *input, &schema)?);
+            }
+            let input = MemorySourceConfig::try_new_exec(&[partitions], schema, None)?;
+            split.merge(input)?
+        }
+    };
+    let mut stream = execute_stream(plan, ctx.task_ctx())?;
+    sink.schema(&stream.schema())?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         if batch.num_rows() == 0 {
@@ -158,6 +216,37 @@ pub async fn execute_fragment(
     }
     summary.pool_peak_bytes = pool.peak() as u64;
     Ok(summary)
+}
+
+/// The cut of a statement a partial or merge task was given.
+fn cut(plan: &Arc<dyn ExecutionPlan>) -> Result<Split, EngineError> {
+    split(plan)?.ok_or_else(|| {
+        EngineError::Internal(
+            "the statement was sent in parts but its plan cannot be cut (a bug in the host)".into(),
+        )
+    })
+}
+
+/// The batches of one partial result, checked against the schema the merge expects.
+fn read_partial(
+    source: &dyn ByteSource,
+    input: CellRef,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    let bytes = source
+        .read(input.id, 0..input.size)
+        .map_err(EngineError::Io)?;
+    let (_, batches) = decode_ipc_chunks([bytes.to_vec()])?;
+    batches
+        .into_iter()
+        .map(|batch| {
+            RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| {
+                EngineError::Internal(format!(
+                    "a partial result does not match the merge's input: {e}"
+                ))
+            })
+        })
+        .collect()
 }
 
 async fn register_table(ctx: &SessionContext, table: &TableCells) -> Result<(), EngineError> {

@@ -34,6 +34,17 @@ impl MemCells {
     }
 }
 
+impl MemCells {
+    fn add_bytes(&self, id: CellId, bytes: Vec<u8>) -> CellRef {
+        let size = bytes.len() as u64;
+        self.cells
+            .lock()
+            .expect("lock")
+            .insert(id, Bytes::from(bytes));
+        CellRef { id, size }
+    }
+}
+
 impl ByteSource for MemCells {
     fn size(&self, cell: CellId) -> Result<u64, String> {
         let cells = self.cells.lock().expect("lock");
@@ -111,6 +122,7 @@ fn task(sql: &str, tables: Vec<TableCells>) -> FragmentTask {
         batch_size: 8192,
         scratch_dir: None,
         default_namespace: default_namespace(),
+        stage: Stage::Whole,
     }
 }
 
@@ -291,4 +303,169 @@ fn schemas_round_trip_through_ipc() {
     let bytes = crate::encode_schema(&schema).expect("encode");
     assert_eq!(crate::decode_schema(&bytes).expect("decode"), schema);
     assert!(crate::decode_schema(b"junk").is_err());
+}
+
+/// Six cells of `sales`, 40 rows each, in one table.
+fn six_cells() -> (Arc<MemCells>, Vec<CellRef>) {
+    let cells = Arc::new(MemCells::default());
+    let refs = (0..6)
+        .map(|i| cells.add(i, &sales(i64::from(i) * 40, 40)))
+        .collect();
+    (cells, refs)
+}
+
+fn table_of(cells: Vec<CellRef>) -> TableCells {
+    TableCells {
+        name: "sales".into(),
+        cells,
+        schema: Some(sales(0, 1).schema()),
+    }
+}
+
+/// Run `sql` split over `groups` of cells: one partial task per group, then the merge.
+/// Returns the answer and how the partials said to merge.
+async fn run_split(
+    sql: &str,
+    cells: &Arc<MemCells>,
+    groups: &[Vec<CellRef>],
+) -> Result<(String, MergeKind), EngineError> {
+    let mut inputs = Vec::new();
+    let mut kinds = Vec::new();
+    for (i, group) in groups.iter().enumerate() {
+        let mut partial = task(sql, vec![table_of(group.clone())]);
+        partial.stage = Stage::Partial;
+        let mut sink = Collect::default();
+        let summary = execute_fragment(&partial, cells.clone(), &mut sink).await?;
+        kinds.push(summary.merge.expect("a partial reports its merge"));
+        let schema = sink.schema.expect("schema");
+        let mut chunker = IpcChunker::new(&schema)?;
+        let mut bytes = Vec::new();
+        for batch in &sink.batches {
+            bytes.extend(chunker.chunk(batch)?);
+        }
+        bytes.extend(chunker.finish()?);
+        inputs.push(cells.add_bytes(1000 + i as CellId, bytes));
+    }
+    assert!(kinds.windows(2).all(|w| w[0] == w[1]), "{kinds:?}");
+    let mut merge = task(sql, vec![table_of(Vec::new())]);
+    merge.stage = Stage::Merge { inputs };
+    let kind = kinds[0];
+    if kind == MergeKind::Concatenate {
+        // The host concatenates these itself; the merge stage must agree with it.
+        assert_eq!(merge_kind_of(sql).await, Some(MergeKind::Concatenate));
+    }
+    Ok((run(&merge, cells.clone()).await?, kind))
+}
+
+/// How a statement over `sales` would be merged, as the host sees it.
+async fn merge_kind_of(sql: &str) -> Option<MergeKind> {
+    let config = SessionConfig::new().with_target_partitions(1);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rules(split_optimizer_rules())
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    let table = MemTable::try_new(sales(0, 1).schema(), vec![vec![]]).expect("table");
+    ctx.register_table("sales", Arc::new(table))
+        .expect("register");
+    let plan = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .create_physical_plan()
+        .await
+        .expect("physical plan");
+    merge_kind(&plan)
+}
+
+/// The split answer equals the whole answer for each grouping of the six cells.
+async fn assert_split_matches(sql: &str, expected_kind: MergeKind) {
+    let (cells, refs) = six_cells();
+    let whole = run(&task(sql, vec![table_of(refs.clone())]), cells.clone())
+        .await
+        .expect("whole");
+    assert_eq!(merge_kind_of(sql).await, Some(expected_kind), "{sql}");
+    let groupings = [
+        vec![refs[..1].to_vec(), refs[1..].to_vec()],
+        vec![refs[..2].to_vec(), refs[2..4].to_vec(), refs[4..].to_vec()],
+        refs.iter().map(|c| vec![*c]).collect(),
+    ];
+    for groups in &groupings {
+        let (split, kind) = run_split(sql, &cells, groups).await.expect("split");
+        assert_eq!(kind, expected_kind, "{sql}");
+        assert_eq!(split, whole, "{sql} over {} groups", groups.len());
+    }
+}
+
+#[tokio::test]
+async fn grouped_aggregates_merge_from_partial_states() {
+    assert_split_matches(
+        "SELECT region, count(*) AS n, count(amount) AS c, sum(amount) AS s, avg(amount) AS a, \
+         min(id) AS lo, max(id) AS hi, count(DISTINCT id % 7) AS d \
+         FROM sales WHERE id % 5 <> 1 GROUP BY region ORDER BY region",
+        MergeKind::FinalAggregate,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ungrouped_aggregates_and_having_merge_correctly() {
+    assert_split_matches(
+        "SELECT count(*) AS n, avg(id) AS a, sum(amount) / count(*) AS mean FROM sales",
+        MergeKind::FinalAggregate,
+    )
+    .await;
+    assert_split_matches(
+        "SELECT id % 11 AS k, sum(amount) AS s FROM sales GROUP BY id % 11 \
+         HAVING count(*) > 21 ORDER BY s DESC, k LIMIT 4",
+        MergeKind::FinalAggregate,
+    )
+    .await;
+    assert_split_matches(
+        "SELECT count(DISTINCT region) AS regions FROM sales WHERE amount > 10",
+        MergeKind::FinalAggregate,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn count_star_is_not_answered_from_one_fragments_statistics() {
+    assert_split_matches("SELECT count(*) AS n FROM sales", MergeKind::FinalAggregate).await;
+}
+
+#[tokio::test]
+async fn order_by_limit_merges_the_fragments_top_rows() {
+    assert_split_matches(
+        "SELECT id, amount FROM sales WHERE amount IS NOT NULL ORDER BY amount DESC, id LIMIT 7",
+        MergeKind::TopK,
+    )
+    .await;
+    assert_split_matches(
+        "SELECT id FROM sales ORDER BY id LIMIT 5 OFFSET 38",
+        MergeKind::TopK,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn plain_scans_are_concatenated() {
+    assert_split_matches(
+        "SELECT id, upper(region) AS r FROM sales WHERE id % 9 = 0",
+        MergeKind::Concatenate,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn joins_windows_and_full_sorts_are_not_split() {
+    for sql in [
+        "SELECT a.id FROM sales a JOIN sales b ON a.id = b.id",
+        "SELECT id, sum(amount) OVER (ORDER BY id) AS running FROM sales",
+        "SELECT id FROM sales ORDER BY amount",
+        "SELECT id FROM sales LIMIT 3",
+        "SELECT id FROM sales UNION ALL SELECT id FROM sales",
+    ] {
+        assert_eq!(merge_kind_of(sql).await, None, "{sql}");
+    }
 }
