@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use apiary_engine::arrow::datatypes::SchemaRef;
 use apiary_engine::arrow::record_batch::RecordBatch;
-use apiary_engine::{ByteSource, TableCells, decode_ipc_chunks, encode_schema};
+use apiary_engine::{ByteSource, MergeKind, Stage, TableCells, decode_ipc_chunks, encode_schema};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
@@ -61,6 +61,10 @@ pub struct Fragment {
     pub source: Arc<dyn ByteSource>,
     /// Hive and box that unqualified names resolve in.
     pub default_namespace: (String, String),
+    /// Which part of the statement to run.
+    pub stage: Stage,
+    /// How errors name this fragment: `the fragment`, `fragment 3 of 8`, `the merge`.
+    pub label: String,
 }
 
 impl Fragment {
@@ -75,6 +79,8 @@ impl Fragment {
             tables,
             source,
             default_namespace: apiary_engine::default_namespace(),
+            stage: Stage::Whole,
+            label: "the fragment".to_owned(),
         }
     }
 }
@@ -98,6 +104,8 @@ pub struct ChamberStats {
     pub pool_peak: u64,
     /// Wall time from instantiation to the last result chunk.
     pub elapsed: Duration,
+    /// For a partial fragment, how the chamber cut the statement.
+    pub merge: Option<MergeKind>,
 }
 
 /// A fragment's answer and what it cost.
@@ -327,6 +335,19 @@ impl ChamberEngine {
             scratch_dir: SCRATCH_MOUNT.to_owned(),
             default_hive: fragment.default_namespace.0.clone(),
             default_box: fragment.default_namespace.1.clone(),
+            stage: match &fragment.stage {
+                Stage::Whole => types::Stage::Whole,
+                Stage::Partial => types::Stage::Partial,
+                Stage::Merge { inputs } => types::Stage::Merge(
+                    inputs
+                        .iter()
+                        .map(|c| types::Cell {
+                            id: c.id,
+                            size: c.size,
+                        })
+                        .collect(),
+                ),
+            },
         };
 
         let started = Instant::now();
@@ -339,6 +360,7 @@ impl ChamberEngine {
         let peak = state.limiter.peak();
         let memory_exceeded = |requested: u64, reason: String| Error::MemoryExceeded {
             bee,
+            fragment: fragment.label.clone(),
             budget,
             requested,
             peak,
@@ -369,6 +391,7 @@ impl ChamberEngine {
                 if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                     return Err(Error::Timeout {
                         bee,
+                        fragment: fragment.label.clone(),
                         limit: deadline,
                     });
                 }
@@ -401,6 +424,11 @@ impl ChamberEngine {
                 budget,
                 pool_peak: summary.pool_peak_bytes,
                 elapsed,
+                merge: summary.merge.map(|kind| match kind {
+                    types::MergeKind::Concatenate => MergeKind::Concatenate,
+                    types::MergeKind::FinalAggregate => MergeKind::FinalAggregate,
+                    types::MergeKind::TopK => MergeKind::TopK,
+                }),
             },
         })
     }

@@ -25,13 +25,15 @@ pub enum Error {
     /// The fragment needed more memory than the bee's budget. The chamber was discarded;
     /// the bee takes the next task in a fresh one.
     #[error(
-        "bee {bee}: the fragment needed more than the bee's memory budget of {budget} bytes \
+        "bee {bee}: {fragment} needed more than the bee's memory budget of {budget} bytes \
          (it asked for {requested} bytes; peak {peak} bytes: {reason}); give bees a larger budget or \
          cut the work into smaller fragments"
     )]
     MemoryExceeded {
         /// The bee that ran the fragment.
         bee: usize,
+        /// Which fragment: `the fragment`, `fragment 3 of 8`, `the merge`.
+        fragment: String,
         /// The bee's hard budget in bytes.
         budget: u64,
         /// Bytes of linear memory the chamber asked for when it hit the wall.
@@ -42,10 +44,12 @@ pub enum Error {
         reason: String,
     },
     /// The fragment ran past its deadline and was stopped.
-    #[error("bee {bee}: the fragment was stopped at its deadline of {limit:?}")]
+    #[error("bee {bee}: {fragment} was stopped at its deadline of {limit:?}")]
     Timeout {
         /// The bee that ran the fragment.
         bee: usize,
+        /// Which fragment: `the fragment`, `fragment 3 of 8`, `the merge`.
+        fragment: String,
         /// The deadline.
         limit: Duration,
     },

@@ -20,11 +20,12 @@ mod commands;
 mod error;
 mod guest;
 mod lake;
+pub mod leafcutter;
 mod limits;
 mod query;
 mod tpch;
 
-pub use apiary_engine::{CellRef, TableCells};
+pub use apiary_engine::{CellRef, MergeKind, Stage, TableCells};
 pub use bee_pool::{BeePool, PoolConfig};
 pub use cells::{CellFiles, ReadCounter};
 pub use chamber::{ChamberEngine, ChamberStats, Fragment, FragmentOutput};
@@ -33,5 +34,5 @@ pub use guest::{GuestArtifact, default_cache_dir, find_component, find_guest};
 pub use lake::{
     FrameEntry, Lake, Meadow, RegistryState, VacuumReport, WriteMode, WriteOptions, WriteResult,
 };
-pub use query::{QueryOutput, QuerySession};
+pub use query::{FragmentRun, MergeRun, QueryOutput, QuerySession};
 pub use tpch::{TPCH_TABLES, cell_writer_properties, generate_tpch};

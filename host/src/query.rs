@@ -6,21 +6,30 @@
 //! are resolved by DataFusion itself: 1-, 2- and 3-part names, quoted identifiers, CTEs,
 //! subqueries, self joins. The frames' table providers do not read anything: planning only
 //! records, per scan, the filters the optimizer pushed to it. Those filters are evaluated
-//! against each cell's statistics from the ledger (DataFusion's `PruningPredicate`), and the
-//! surviving cells, under each frame's fully qualified name, go to one chamber with the
-//! statement unchanged. A cell is dropped only when its statistics prove no row can match,
-//! so pruning never changes an answer.
+//! against each cell's statistics from the ledger (DataFusion's `PruningPredicate`). A cell
+//! is dropped only when its statistics prove no row can match, so pruning never changes an
+//! answer.
+//!
+//! A statement that reads one frame and whose plan can be cut (an aggregation, ORDER BY with
+//! LIMIT, or a plain scan; see `apiary_engine::MergeKind`) runs as several fragments, one per
+//! group of cells cut by the [leafcutter](crate::leafcutter), on as many bees at once, and a
+//! merge in one more chamber over their partial results (plain scans are concatenated on the
+//! host). Everything else runs whole, in one chamber, with the statement unchanged.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use apiary_engine::arrow::array::{ArrayRef, BooleanArray, UInt64Array};
 use apiary_engine::arrow::datatypes::{DataType, SchemaRef};
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::lake::{CellMeta, ColumnStats};
-use apiary_engine::{ByteSource, CellId, CellRef, TableCells};
+use apiary_engine::{
+    ByteSource, CellId, CellRef, IpcChunker, MergeKind, Stage, TableCells, merge_kind,
+    split_optimizer_rules,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::catalog::{
@@ -28,6 +37,7 @@ use datafusion::catalog::{
 };
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_optimizer::pruning::{PruningPredicateBuilder, PruningStatistics};
@@ -35,8 +45,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::commands;
 use crate::{BeePool, ChamberStats, Error, Fragment, Lake, Meadow, Result};
+use crate::{commands, leafcutter};
 
 /// The answer to one statement and what it took.
 #[derive(Debug, Clone)]
@@ -47,10 +57,13 @@ pub struct QueryOutput {
     pub batches: Vec<RecordBatch>,
     /// Cells of the frames the statement reads, before pruning.
     pub cells_total: usize,
-    /// Cells left after statistics pruning (the ones the chamber may read).
+    /// Cells left after statistics pruning (the ones the chambers may read).
     pub cells_scanned: usize,
-    /// The chamber's measurements (absent for statements answered on the host).
-    pub chamber: Option<ChamberStats>,
+    /// Each fragment's run, in order: one for a statement run whole, none for statements
+    /// answered on the host.
+    pub fragments: Vec<FragmentRun>,
+    /// How a split statement's partial results were merged.
+    pub merge: Option<MergeRun>,
     /// Lines for the user besides the rows: what a command did, a frame's totals.
     pub notes: Vec<String>,
 }
@@ -63,7 +76,8 @@ impl QueryOutput {
             batches: vec![batch],
             cells_total: 0,
             cells_scanned: 0,
-            chamber: None,
+            fragments: Vec::new(),
+            merge: None,
             notes,
         }
     }
@@ -75,10 +89,35 @@ impl QueryOutput {
             batches: Vec::new(),
             cells_total: 0,
             cells_scanned: 0,
-            chamber: None,
+            fragments: Vec::new(),
+            merge: None,
             notes: vec![note],
         }
     }
+}
+
+/// One fragment of a statement and what its chamber measured.
+#[derive(Debug, Clone)]
+pub struct FragmentRun {
+    /// How errors and plans name it: `the fragment`, `fragment 2 of 5`.
+    pub label: String,
+    /// Cells it was given.
+    pub cells: usize,
+    /// The chamber's measurements.
+    pub stats: ChamberStats,
+}
+
+/// How a split statement's partial results became its answer.
+#[derive(Debug, Clone)]
+pub struct MergeRun {
+    /// What the merge did.
+    pub kind: MergeKind,
+    /// Bytes of partial results (Arrow IPC) the merge read.
+    pub input_bytes: u64,
+    /// The merge chamber's measurements; `None` when the host concatenated the rows.
+    pub stats: Option<ChamberStats>,
+    /// Wall time of the merge.
+    pub elapsed: Duration,
 }
 
 /// A SQL session on a lake: the current hive and box, and the bees that run fragments.
@@ -87,6 +126,7 @@ pub struct QuerySession {
     pool: Arc<BeePool>,
     pub(crate) hive: String,
     pub(crate) box_name: String,
+    max_group_bytes: u64,
 }
 
 impl fmt::Debug for QuerySession {
@@ -106,10 +146,24 @@ struct FramePruning {
     cells_kept: usize,
 }
 
-/// A planned statement, ready for a chamber.
+/// A planned statement, ready for the bees.
 struct Prepared {
-    fragment: Fragment,
+    sql: String,
+    tables: Vec<TableCells>,
+    source: Arc<MeadowCells>,
     frames: Vec<FramePruning>,
+    plan: Plan,
+}
+
+/// Whether a statement runs whole or in parts.
+enum Plan {
+    /// In one chamber, for this reason.
+    Whole(&'static str),
+    /// One fragment per cell group of the only table, then a merge.
+    Split {
+        kind: MergeKind,
+        groups: Vec<Vec<CellRef>>,
+    },
 }
 
 /// What planning saw of one frame scan.
@@ -169,12 +223,22 @@ impl QuerySession {
     /// A session on `lake` running fragments on `pool`, starting in `default.default`.
     pub fn new(lake: Arc<Lake>, pool: Arc<BeePool>) -> Self {
         let (hive, box_name) = apiary_engine::default_namespace();
+        let max_group_bytes = leafcutter::max_group_bytes(pool.config().budget);
         Self {
             lake,
             pool,
             hive,
             box_name,
+            max_group_bytes,
         }
+    }
+
+    /// Cap the cells one fragment may take, in bytes (default: a quarter of a bee's budget).
+    /// Smaller caps cut statements into more fragments.
+    #[must_use]
+    pub fn with_max_fragment_bytes(mut self, bytes: u64) -> Self {
+        self.max_group_bytes = bytes.max(1);
+        self
     }
 
     /// The current hive and box.
@@ -201,22 +265,188 @@ impl QuerySession {
     }
 
     async fn run(&self, prepared: Prepared) -> Result<QueryOutput> {
-        let Prepared { fragment, frames } = prepared;
+        let Prepared {
+            sql,
+            tables,
+            source,
+            frames,
+            plan,
+        } = prepared;
         let (cells_total, cells_scanned) = frames
             .iter()
             .fold((0, 0), |(t, s), f| (t + f.cells_total, s + f.cells_kept));
+        let fragment = |tables: Vec<TableCells>, source: Arc<dyn ByteSource>| Fragment {
+            default_namespace: (self.hive.clone(), self.box_name.clone()),
+            ..Fragment::new(sql.clone(), tables, source)
+        };
         let pool = self.pool.clone();
-        let output = tokio::task::spawn_blocking(move || pool.run(fragment))
-            .await
-            .map_err(|e| Error::Internal(format!("the query task failed: {e}")))??;
+        let (schema, batches, fragments, merge) = match plan {
+            Plan::Whole(_) => {
+                let cells = tables.iter().map(|t| t.cells.len()).sum();
+                let whole = fragment(tables, source);
+                let output = blocking(move || pool.run(whole)).await?;
+                let run = FragmentRun {
+                    label: "the fragment".into(),
+                    cells,
+                    stats: output.stats,
+                };
+                (output.schema, output.batches, vec![run], None)
+            }
+            Plan::Split { kind, groups } => {
+                let table = tables
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::Internal("a split statement without a table".into()))?;
+                let count = groups.len();
+                let partials: Vec<Fragment> = groups
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, cells)| Fragment {
+                        stage: Stage::Partial,
+                        label: format!("fragment {} of {count}", i + 1),
+                        ..fragment(
+                            vec![TableCells {
+                                cells,
+                                ..table.clone()
+                            }],
+                            source.clone(),
+                        )
+                    })
+                    .collect();
+                let labels: Vec<(String, usize)> = partials
+                    .iter()
+                    .map(|f| (f.label.clone(), f.tables[0].cells.len()))
+                    .collect();
+                let outputs = blocking(move || {
+                    let answers = partials
+                        .into_iter()
+                        .map(|f| pool.submit(f))
+                        .collect::<Result<Vec<_>>>()?;
+                    answers
+                        .into_iter()
+                        .map(|a| a.recv().map_err(|_| Error::PoolClosed)?)
+                        .collect::<Result<Vec<_>>>()
+                })
+                .await?;
+                if let Some(other) = outputs.iter().find(|o| o.stats.merge != Some(kind)) {
+                    return Err(Error::Internal(format!(
+                        "a chamber cut the statement for {:?} where the host planned {kind:?}",
+                        other.stats.merge
+                    )));
+                }
+                let merged = self
+                    .merge(
+                        kind,
+                        &sql,
+                        table,
+                        outputs.iter().map(|o| (o.schema.clone(), &o.batches)),
+                    )
+                    .await?;
+                let runs = labels
+                    .into_iter()
+                    .zip(outputs)
+                    .map(|((label, cells), o)| FragmentRun {
+                        label,
+                        cells,
+                        stats: o.stats,
+                    })
+                    .collect();
+                (merged.0, merged.1, runs, Some(merged.2))
+            }
+        };
         Ok(QueryOutput {
-            schema: output.schema,
-            batches: output.batches,
+            schema,
+            batches,
             cells_total,
             cells_scanned,
-            chamber: Some(output.stats),
+            fragments,
+            merge,
             notes: Vec::new(),
         })
+    }
+
+    /// Combine the partial results of a split statement: concatenated on the host, or
+    /// merged in a chamber.
+    async fn merge<'a>(
+        &self,
+        kind: MergeKind,
+        sql: &str,
+        table: TableCells,
+        partials: impl Iterator<Item = (Option<SchemaRef>, &'a Vec<RecordBatch>)>,
+    ) -> Result<(Option<SchemaRef>, Vec<RecordBatch>, MergeRun)> {
+        let started = Instant::now();
+        let partials: Vec<_> = partials.collect();
+        if kind == MergeKind::Concatenate {
+            let schema = partials.iter().find_map(|(s, _)| s.clone());
+            let batches: Vec<RecordBatch> = partials
+                .iter()
+                .flat_map(|(_, b)| b.iter().cloned())
+                .collect();
+            let run = MergeRun {
+                kind,
+                input_bytes: batches
+                    .iter()
+                    .map(|b| b.get_array_memory_size() as u64)
+                    .sum(),
+                stats: None,
+                elapsed: started.elapsed(),
+            };
+            return Ok((schema, batches, run));
+        }
+        let mut streams = Vec::with_capacity(partials.len());
+        for (schema, batches) in &partials {
+            let schema = schema
+                .clone()
+                .or_else(|| batches.first().map(|b| b.schema()))
+                .ok_or_else(|| Error::Internal("a fragment returned no schema".into()))?;
+            let mut chunker =
+                IpcChunker::new(&schema).map_err(|e| Error::Internal(e.to_string()))?;
+            let mut bytes = Vec::new();
+            for batch in batches.iter() {
+                bytes.extend(
+                    chunker
+                        .chunk(batch)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                );
+            }
+            bytes.extend(
+                chunker
+                    .finish()
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            );
+            streams.push(Bytes::from(bytes));
+        }
+        let inputs: Vec<CellRef> = streams
+            .iter()
+            .enumerate()
+            .map(|(i, b)| CellRef {
+                id: i as CellId,
+                size: b.len() as u64,
+            })
+            .collect();
+        let input_bytes = inputs.iter().map(|c| c.size).sum();
+        let merge = Fragment {
+            default_namespace: (self.hive.clone(), self.box_name.clone()),
+            stage: Stage::Merge { inputs },
+            label: "the merge".into(),
+            ..Fragment::new(
+                sql,
+                vec![TableCells {
+                    cells: Vec::new(),
+                    ..table
+                }],
+                Arc::new(PartialResults(streams)),
+            )
+        };
+        let pool = self.pool.clone();
+        let output = blocking(move || pool.run(merge)).await?;
+        let run = MergeRun {
+            kind,
+            input_bytes,
+            stats: Some(output.stats),
+            elapsed: started.elapsed(),
+        };
+        Ok((output.schema, output.batches, run))
     }
 
     /// `EXPLAIN [ANALYZE] query`: the frames and their pruning, the fragments and bees, and
@@ -236,29 +466,76 @@ impl QuerySession {
                 )
             })
             .collect();
-        rows.push((
-            "fragments".into(),
-            "1 fragment: the whole statement in one chamber (fragment splitting is not built yet)"
-                .into(),
-        ));
-        rows.push(("merge".into(), "none".into()));
+        let bees = self.pool.config().bees;
+        match &prepared.plan {
+            Plan::Whole(reason) => {
+                rows.push((
+                    "fragments".into(),
+                    format!("1 fragment: the whole statement in one chamber ({reason})"),
+                ));
+                rows.push(("merge".into(), "none".into()));
+            }
+            Plan::Split { kind, groups } => {
+                let cells: usize = groups.iter().map(Vec::len).sum();
+                rows.push((
+                    "fragments".into(),
+                    format!(
+                        "{} fragments over {cells} cells (at most {:.1} MiB of cells each), {} at a time on {bees} bees",
+                        groups.len(),
+                        self.max_group_bytes as f64 / MIB,
+                        groups.len().min(bees),
+                    ),
+                ));
+                let place = if *kind == MergeKind::Concatenate {
+                    "on the host"
+                } else {
+                    "in a chamber"
+                };
+                rows.push(("merge".into(), format!("{} {place}", kind.describe())));
+            }
+        }
         if analyze {
-            let cells: usize = prepared.frames.iter().map(|f| f.cells_kept).sum();
             let output = self.run(prepared).await?;
-            let stats = output.chamber.unwrap_or_default();
-            rows.push((
-                "fragment 0".into(),
-                format!(
-                    "bee {}: {cells} cells, {} bytes read in {} reads, {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget",
-                    stats.bee,
-                    stats.bytes_read,
-                    stats.read_calls,
-                    stats.rows,
-                    stats.elapsed.as_secs_f64() * 1e3,
-                    stats.peak_memory as f64 / (1 << 20) as f64,
-                    stats.budget as f64 / (1 << 20) as f64
-                ),
-            ));
+            for run in &output.fragments {
+                let stats = &run.stats;
+                rows.push((
+                    run.label.clone(),
+                    format!(
+                        "bee {}: {} cells, {} bytes read in {} reads, {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget",
+                        stats.bee,
+                        run.cells,
+                        stats.bytes_read,
+                        stats.read_calls,
+                        stats.rows,
+                        stats.elapsed.as_secs_f64() * 1e3,
+                        stats.peak_memory as f64 / MIB,
+                        stats.budget as f64 / MIB
+                    ),
+                ));
+            }
+            if let Some(merge) = &output.merge {
+                let detail = match &merge.stats {
+                    Some(stats) => format!(
+                        "bee {}: {} bytes of partial results, {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget",
+                        stats.bee,
+                        merge.input_bytes,
+                        stats.rows,
+                        merge.elapsed.as_secs_f64() * 1e3,
+                        stats.peak_memory as f64 / MIB,
+                        stats.budget as f64 / MIB
+                    ),
+                    None => format!(
+                        "host: {} rows concatenated in {:.1} ms",
+                        output
+                            .batches
+                            .iter()
+                            .map(RecordBatch::num_rows)
+                            .sum::<usize>(),
+                        merge.elapsed.as_secs_f64() * 1e3
+                    ),
+                };
+                rows.push(("merge".into(), detail));
+            }
         }
         let (steps, details): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
         let batch = RecordBatch::try_new(
@@ -284,7 +561,12 @@ impl QuerySession {
             .with_information_schema(false)
             .with_default_catalog_and_schema(&self.hive, &self.box_name)
             .with_create_default_catalog_and_schema(false);
-        let ctx = SessionContext::new_with_config(config);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rules(split_optimizer_rules())
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         for (hive, boxes) in &registry.hives {
             let catalog = Arc::new(MemoryCatalogProvider::new());
             for (box_name, frames) in boxes {
@@ -316,8 +598,9 @@ impl QuerySession {
         ) {
             return Err(unsupported(sql));
         }
-        state.create_physical_plan(&plan).await.map_err(sql_error)?;
+        let physical = state.create_physical_plan(&plan).await.map_err(sql_error)?;
         let scans = scans.lock().map(|s| s.clone()).unwrap_or_default();
+        let scan_count = scans.len();
 
         // Prune each frame's cells with the filters of every scan of it.
         let mut frames: BTreeMap<String, Vec<Vec<Expr>>> = BTreeMap::new();
@@ -354,14 +637,44 @@ impl QuerySession {
             });
         }
         let source = Arc::new(MeadowCells::new(self.lake.meadow().clone(), keys)?);
-        let fragment = Fragment {
-            default_namespace: (self.hive.clone(), self.box_name.clone()),
-            ..Fragment::new(sql, tables, source)
-        };
+        let plan = self.plan(&physical, scan_count, &tables);
         Ok(Prepared {
-            fragment,
+            sql: sql.to_owned(),
+            tables,
+            source,
             frames: pruned,
+            plan,
         })
+    }
+
+    /// Whether to run a statement whole or split, and over which cell groups.
+    fn plan(&self, physical: &Arc<dyn ExecutionPlan>, scans: usize, tables: &[TableCells]) -> Plan {
+        let [table] = tables else {
+            return Plan::Whole(if tables.is_empty() {
+                "it reads no frame"
+            } else {
+                "it reads more than one frame"
+            });
+        };
+        if scans != 1 {
+            return Plan::Whole("it reads its frame more than once");
+        }
+        let Some(kind) = merge_kind(physical) else {
+            return Plan::Whole("its plan cannot be cut: a join, window, full sort or bare LIMIT");
+        };
+        let sizes: Vec<u64> = table.cells.iter().map(|c| c.size).collect();
+        let groups =
+            leafcutter::cut_cell_groups(&sizes, self.pool.config().bees, self.max_group_bytes);
+        if groups.len() < 2 {
+            return Plan::Whole("its cells make one group");
+        }
+        Plan::Split {
+            kind,
+            groups: groups
+                .into_iter()
+                .map(|range| table.cells[range].to_vec())
+                .collect(),
+        }
     }
 
     /// Statements the host answers itself; `None` for everything else.
@@ -644,3 +957,39 @@ impl ByteSource for MeadowCells {
             .map_err(|e| e.to_string())
     }
 }
+
+/// Partial results held by the host, served to the merge chamber as whole streams.
+#[derive(Debug)]
+struct PartialResults(Vec<Bytes>);
+
+impl ByteSource for PartialResults {
+    fn size(&self, cell: CellId) -> std::result::Result<u64, String> {
+        self.0
+            .get(cell as usize)
+            .map(|b| b.len() as u64)
+            .ok_or_else(|| format!("no partial result {cell}"))
+    }
+
+    fn read(&self, cell: CellId, range: Range<u64>) -> std::result::Result<Bytes, String> {
+        let bytes = self
+            .0
+            .get(cell as usize)
+            .ok_or_else(|| format!("no partial result {cell}"))?;
+        let end = usize::try_from(range.end)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(end);
+        Ok(bytes.slice(start..end))
+    }
+}
+
+/// Run blocking work (waiting on bees) off the async runtime's workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("the query task failed: {e}")))?
+}
+
+const MIB: f64 = (1 << 20) as f64;

@@ -280,7 +280,7 @@ fn a_fragment_that_runs_forever_stops_at_its_deadline_and_the_bee_is_reused() {
         .expect_err("a cross join of 600k x 600k rows cannot finish");
     let took = started.elapsed();
     assert!(
-        matches!(err, Error::Timeout { bee: 0, limit } if limit == deadline),
+        matches!(err, Error::Timeout { bee: 0, limit, .. } if limit == deadline),
         "{err:?}"
     );
     assert!(

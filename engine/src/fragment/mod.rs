@@ -37,6 +37,10 @@ mod split;
 pub use split::{MergeKind, merge_kind, split_optimizer_rules};
 use split::{Split, split};
 
+/// Bytes of a partial result read per call: partial results can be large, and one read
+/// must never need more than a slice of the chamber's budget.
+const PARTIAL_READ_BYTES: u64 = 4 << 20;
+
 /// The scheme and authority under which a fragment's cells are registered.
 const CELL_STORE_URL: &str = "apiary-cells://fragment/";
 
@@ -233,10 +237,15 @@ fn read_partial(
     input: CellRef,
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, EngineError> {
-    let bytes = source
-        .read(input.id, 0..input.size)
-        .map_err(EngineError::Io)?;
-    let (_, batches) = decode_ipc_chunks([bytes.to_vec()])?;
+    let mut chunks = Vec::new();
+    let mut offset = 0;
+    while offset < input.size {
+        let end = input.size.min(offset + PARTIAL_READ_BYTES);
+        let chunk = source.read(input.id, offset..end).map_err(EngineError::Io)?;
+        chunks.push(chunk.to_vec());
+        offset = end;
+    }
+    let (_, batches) = decode_ipc_chunks(chunks)?;
     batches
         .into_iter()
         .map(|batch| {

@@ -35,6 +35,7 @@ fn done(rows: u64) -> Result<Summary, ChamberError> {
         rows,
         batches: 0,
         pool_peak_bytes: 0,
+        merge: None,
     })
 }
 

@@ -1,0 +1,105 @@
+//! Leafcutter task sizing: cutting a frame's cells into groups, one fragment each.
+//!
+//! A group is a run of consecutive cells (cells are kept in ledger order, so rows that were
+//! written together stay together). There are enough groups to give every bee work, and
+//! more when the cells are large: no group holds more than a cap derived from the bee's
+//! memory budget, unless a single cell is already larger than the cap.
+
+use std::ops::Range;
+
+/// Share of a bee's budget one fragment's cells may take, in compressed bytes. Decoding
+/// grows Parquet data several times, and the fragment's operators need room too.
+pub const BUDGET_SHARE_PER_FRAGMENT: u64 = 4;
+
+/// The largest group of cells, in bytes, for a bee with `budget` bytes of memory.
+pub fn max_group_bytes(budget: u64) -> u64 {
+    (budget / BUDGET_SHARE_PER_FRAGMENT).max(1)
+}
+
+/// Cut cells of `sizes` bytes into consecutive, non-empty groups: at least `bees` groups
+/// when there are that many cells, and enough that no group passes `max_bytes` (a cell
+/// larger than that is a group on its own). Sizes are balanced across groups.
+pub fn cut_cell_groups(sizes: &[u64], bees: usize, max_bytes: u64) -> Vec<Range<usize>> {
+    if sizes.is_empty() {
+        return Vec::new();
+    }
+    let total: u64 = sizes.iter().sum();
+    let by_size = usize::try_from(total.div_ceil(max_bytes.max(1))).unwrap_or(usize::MAX);
+    let target_groups = bees.max(by_size).clamp(1, sizes.len());
+    let share = total.div_ceil(target_groups as u64).min(max_bytes.max(1));
+
+    let mut groups = Vec::with_capacity(target_groups);
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, size) in sizes.iter().enumerate() {
+        let cells_left = sizes.len() - i;
+        let groups_left = target_groups.saturating_sub(groups.len() + 1);
+        // Close the current group before this cell when it is full, or when every
+        // remaining cell is needed to reach the target number of groups.
+        if i > start && (bytes + size > share || cells_left <= groups_left) {
+            groups.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    groups.push(start..sizes.len());
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(sizes: &[u64], groups: &[Range<usize>]) {
+        assert_eq!(groups.first().map(|g| g.start), Some(0));
+        assert_eq!(groups.last().map(|g| g.end), Some(sizes.len()));
+        for pair in groups.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start, "{groups:?}");
+        }
+        assert!(groups.iter().all(|g| !g.is_empty()), "{groups:?}");
+    }
+
+    #[test]
+    fn one_group_per_bee_when_cells_are_small() {
+        let sizes = [10; 8];
+        let groups = cut_cell_groups(&sizes, 2, 1000);
+        check(&sizes, &groups);
+        assert_eq!(groups, vec![0..4, 4..8]);
+    }
+
+    #[test]
+    fn large_cells_are_cut_to_the_cap() {
+        let sizes = [40; 10];
+        let groups = cut_cell_groups(&sizes, 2, 100);
+        check(&sizes, &groups);
+        assert!(groups.len() >= 4, "{groups:?}");
+        for g in &groups {
+            let bytes: u64 = sizes[g.clone()].iter().sum();
+            assert!(bytes <= 100, "{g:?} holds {bytes} bytes");
+        }
+    }
+
+    #[test]
+    fn a_cell_above_the_cap_is_alone() {
+        let sizes = [10, 500, 10, 10];
+        let groups = cut_cell_groups(&sizes, 1, 100);
+        check(&sizes, &groups);
+        assert!(groups.contains(&(1..2)), "{groups:?}");
+    }
+
+    #[test]
+    fn never_more_groups_than_cells() {
+        assert_eq!(cut_cell_groups(&[5, 5], 8, 1), vec![0..1, 1..2]);
+        assert_eq!(cut_cell_groups(&[5], 4, 100), vec![0..1]);
+        assert!(cut_cell_groups(&[], 4, 100).is_empty());
+    }
+
+    #[test]
+    fn unbalanced_sizes_still_give_every_bee_work() {
+        let sizes = [100, 1, 1, 1];
+        let groups = cut_cell_groups(&sizes, 4, 1000);
+        check(&sizes, &groups);
+        assert_eq!(groups.len(), 4, "{groups:?}");
+    }
+}
