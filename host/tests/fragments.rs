@@ -165,6 +165,12 @@ fn data_far_larger_than_a_bee_is_split_with_host_memory_bounded() {
         drop(native);
 
         let mut session = QuerySession::new(Arc::new(lake), pool.clone());
+        // The first chambers page in the compiled guest's code (shared, file-backed, a
+        // one-time cost); warm up so the measurement sees what a query itself holds.
+        session
+            .sql("SELECT max(l_comment) FROM lineitem")
+            .await
+            .expect("warm-up");
         for (sql, expected) in [Q1, TOP].into_iter().zip(expected) {
             let before = rss();
             let watch = RssWatch::start();
@@ -197,7 +203,7 @@ fn data_far_larger_than_a_bee_is_split_with_host_memory_bounded() {
             assert!(merge.stats.is_some(), "the merge ran in a chamber");
             // The host holds at most the chambers' memory and the small partial results,
             // never the data.
-            let bound = BEES as u64 * BUDGET + 128 * MIB;
+            let bound = BEES as u64 * BUDGET + 64 * MIB;
             assert!(
                 grew < bound,
                 "host RSS grew by {} MiB (bound {} MiB) for {decoded} bytes of data",
@@ -205,8 +211,10 @@ fn data_far_larger_than_a_bee_is_split_with_host_memory_bounded() {
                 bound / MIB
             );
             eprintln!(
-                "{} fragments, host RSS grew {} MiB over {} MiB of decoded data",
+                "{} fragments (peak chamber {} MiB, merge {} MiB), host RSS grew {} MiB over {} MiB of decoded data",
                 output.fragments.len(),
+                output.fragments.iter().map(|r| r.stats.peak_memory).max().unwrap_or(0) / MIB,
+                merge.stats.as_ref().map_or(0, |s| s.peak_memory) / MIB,
                 grew / MIB,
                 decoded / MIB
             );
