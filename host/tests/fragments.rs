@@ -11,9 +11,9 @@ use apiary_host::{
     BeePool, ChamberEngine, Error, Lake, MergeKind, PoolConfig, QuerySession, WriteMode,
     find_guest, generate_tpch,
 };
+use arrow::array::RecordBatchReader;
 use arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
-use arrow::array::RecordBatchReader;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 const MIB: u64 = 1 << 20;

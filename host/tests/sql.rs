@@ -394,6 +394,22 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
             }
             assert_eq!(got, want, "{sql}");
         }
+        // EXPLAIN shows the cut before anything runs.
+        let q1 = TPCH[0].1;
+        let explain = session
+            .sql(&format!("EXPLAIN {q1}"))
+            .await
+            .expect("explain");
+        let explain = pretty(&explain.batches);
+        assert!(explain.contains("7 fragments over 7 cells"), "{explain}");
+        assert!(
+            explain.contains("final aggregation of the fragments' partial states in a chamber"),
+            "{explain}"
+        );
+        assert!(
+            !explain.contains("fragment 1 of 7"),
+            "EXPLAIN runs nothing: {explain}"
+        );
         // The ship-mode partitions let Q12 skip the other five modes' cells.
         let q12 = TPCH.iter().find(|(name, _)| *name == "q12").expect("q12").1;
         let q12 = session.sql(q12).await.expect("q12");
@@ -493,6 +509,16 @@ fn a_query_on_one_of_twenty_partitions_reads_only_its_cells() {
         )
         .await;
         assert_eq!((output.cells_total, output.cells_scanned), (20, 1));
+        let explain = session
+            .sql("EXPLAIN ANALYZE SELECT count(*), sum(v) FROM days WHERE day = 'd07'")
+            .await
+            .expect("explain analyze");
+        let explain = pretty(&explain.batches);
+        assert!(
+            explain.contains("20 cells, 1 after partition and statistics pruning"),
+            "{explain}"
+        );
+        assert!(explain.contains(": 1 cells, "), "{explain}");
         let stats = &output.fragments.first().expect("ran in a chamber").stats;
         assert!(stats.bytes_read > 0);
         // Statistics prune too: v lies in 700..800 only on d07.

@@ -241,7 +241,9 @@ fn read_partial(
     let mut offset = 0;
     while offset < input.size {
         let end = input.size.min(offset + PARTIAL_READ_BYTES);
-        let chunk = source.read(input.id, offset..end).map_err(EngineError::Io)?;
+        let chunk = source
+            .read(input.id, offset..end)
+            .map_err(EngineError::Io)?;
         chunks.push(chunk.to_vec());
         offset = end;
     }
