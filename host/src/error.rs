@@ -85,6 +85,10 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Input the user gave cannot be used: a missing file, a malformed line, a column that
+    /// does not fit. The message names the file and where in it.
+    #[error("{0}")]
+    Input(String),
     /// The lake refused an operation: bad names, schemas, partitions or a damaged ledger.
     #[error(transparent)]
     Lake(#[from] apiary_engine::lake::LakeError),

@@ -10,6 +10,7 @@
 //! It also owns the lake ([`Lake`]): the meadow (object storage), the namespace registry,
 //! frame ledgers with conditional commits, the write path and vacuum.
 
+mod api;
 mod bee_pool;
 #[allow(clippy::too_many_arguments)] // generated code
 mod bindings;
@@ -17,22 +18,30 @@ mod cells;
 mod chamber;
 pub mod cli;
 mod commands;
+pub mod config;
 mod error;
 mod guest;
 mod lake;
 pub mod leafcutter;
 mod limits;
+pub mod load;
 mod query;
 mod tpch;
 
+pub use api::{
+    Apiary, Frame, Heartbeat, Liveness, NodeView, Status, heartbeat_for, node_id, remove_heartbeat,
+    world_view, write_heartbeat,
+};
 pub use apiary_engine::{CellRef, MergeKind, Stage, TableCells};
 pub use bee_pool::{BeePool, PoolConfig};
 pub use cells::{CellFiles, ReadCounter};
 pub use chamber::{ChamberEngine, ChamberStats, Fragment, FragmentOutput};
+pub use config::{Hardware, Overrides, Settings, Source};
 pub use error::{Error, GuestErrorKind, Result};
 pub use guest::{GuestArtifact, default_cache_dir, find_component, find_guest};
 pub use lake::{
-    FrameEntry, Lake, Meadow, RegistryState, VacuumReport, WriteMode, WriteOptions, WriteResult,
+    FrameEntry, FrameWrite, Lake, Meadow, RegistryState, VacuumReport, WriteMode, WriteOptions,
+    WriteResult,
 };
 pub use query::{FragmentRun, MergeRun, QueryOutput, QuerySession};
 pub use tpch::{TPCH_TABLES, cell_writer_properties, generate_tpch};

@@ -231,6 +231,25 @@ impl Lake {
         .await
     }
 
+    /// Start a write to frame `name` that takes batches a few at a time and commits them
+    /// all as one ledger entry: for loads larger than memory. Cells are written as batches
+    /// arrive; if the write is dropped before [`FrameWrite::commit`], nothing is committed
+    /// and vacuum removes them.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown frame, [`Error::Lake`] for a damaged ledger.
+    pub async fn begin_write(&self, name: &str) -> Result<FrameWrite<'_>> {
+        let (entry, state) = self.frame(name).await?;
+        Ok(FrameWrite {
+            lake: self,
+            dir: entry.dir,
+            state,
+            cells: Vec::new(),
+            rows: 0,
+            started: std::time::Instant::now(),
+        })
+    }
+
     /// Delete cells no state references, dropped frames and stale query directories older
     /// than `grace`.
     ///
@@ -312,5 +331,60 @@ impl Lake {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// A write in progress: see [`Lake::begin_write`].
+#[derive(Debug)]
+pub struct FrameWrite<'a> {
+    lake: &'a Lake,
+    dir: String,
+    state: FrameState,
+    cells: Vec<apiary_engine::lake::CellMeta>,
+    rows: u64,
+    started: std::time::Instant,
+}
+
+impl FrameWrite<'_> {
+    /// Validate and write `batches` as cells (not yet visible to readers).
+    ///
+    /// # Errors
+    /// [`Error::Lake`] for input that does not fit the frame (nothing more is written),
+    /// [`Error::Storage`] on I/O failures.
+    pub async fn add(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        let cells = write::stage(
+            &self.lake.meadow,
+            &self.dir,
+            &self.state,
+            batches,
+            self.lake.options,
+        )
+        .await?;
+        self.rows += cells.iter().map(|c| c.rows).sum::<u64>();
+        self.cells.extend(cells);
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Commit every cell written so far as one ledger entry.
+    ///
+    /// # Errors
+    /// [`Error::CommitContention`] when the commit keeps losing races, [`Error::Storage`]
+    /// on I/O failures.
+    pub async fn commit(self, mode: WriteMode) -> Result<WriteResult> {
+        write::commit(
+            &self.lake.meadow,
+            &self.dir,
+            &self.lake.writer,
+            self.state,
+            self.cells,
+            mode,
+            self.started,
+        )
+        .await
     }
 }

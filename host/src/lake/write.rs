@@ -78,8 +78,20 @@ pub(crate) async fn write(
     options: WriteOptions,
 ) -> Result<WriteResult> {
     let started = Instant::now();
+    let cells = stage(meadow, dir, &state, batches, options).await?;
+    commit(meadow, dir, writer, state, cells, mode, started).await
+}
+
+/// Validate `batches` against the frame, then write them as cells (not yet committed).
+/// Nothing is written for bad input.
+pub(crate) async fn stage(
+    meadow: &Meadow,
+    dir: &str,
+    state: &FrameState,
+    batches: &[RecordBatch],
+    options: WriteOptions,
+) -> Result<Vec<CellMeta>> {
     let frame_schema = std::sync::Arc::new(state.schema.to_arrow());
-    // Validate everything first: nothing is written for bad input.
     let mut conformed = Vec::with_capacity(batches.len());
     for batch in batches {
         let plan = plan_write(&frame_schema, &batch.schema())?;
@@ -112,6 +124,19 @@ pub(crate) async fn write(
             });
         }
     }
+    Ok(cells)
+}
+
+/// Commit staged `cells` as one ledger entry.
+pub(crate) async fn commit(
+    meadow: &Meadow,
+    dir: &str,
+    writer: &str,
+    state: FrameState,
+    cells: Vec<CellMeta>,
+    mode: WriteMode,
+    started: Instant,
+) -> Result<WriteResult> {
     let rows = cells.iter().map(|c| c.rows).sum();
     let bytes = cells.iter().map(|c| c.bytes).sum();
     let count = cells.len();
