@@ -385,9 +385,14 @@ fn read_file(path: &Path) -> Result<FileConfig> {
         let message = e.message().trim().to_owned();
         let line = e
             .span()
-            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let keys = if message.contains("expected one of") {
+            ""
+        } else {
+            "; allowed keys: lake, bees, budget_mib, deadline_secs, cache_dir, heartbeat_secs"
+        };
         Error::Config(format!(
-            "configuration file {}{}: {message}; allowed keys: lake, bees, budget_mib, deadline_secs, cache_dir, heartbeat_secs",
+            "configuration file {}{}: {message}{keys}",
             path.display(),
             line.map(|l| format!(", line {l}")).unwrap_or_default()
         ))
@@ -509,7 +514,7 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(err.contains("beez") && err.contains("line 2"), "{err}");
-        assert!(err.contains("allowed keys"), "{err}");
+        assert!(err.contains("expected one of"), "{err}");
 
         let err = resolve(Some("bees = \"two\"\n"), &[], Overrides::default())
             .expect_err("wrong type")

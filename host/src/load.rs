@@ -66,7 +66,8 @@ impl FileFormat {
 /// How to load.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// Create the frame from the first file's columns when it does not exist.
+    /// Create the frame from the first file's columns when it does not exist (and its hive
+    /// and box).
     pub create: bool,
     /// Partition columns for a frame created by the load.
     pub partition_by: Vec<String>,
@@ -150,6 +151,10 @@ pub async fn load(
             let (path, format, _) = &inputs[0];
             let schema = file_schema(path, *format)?;
             let partition_by: Vec<&str> = options.partition_by.iter().map(String::as_str).collect();
+            let (hive, box_name) = apiary_engine::default_namespace();
+            let frame = apiary_engine::lake::FrameRef::parse(name, &hive, &box_name)?;
+            lake.create_hive(&frame.hive, true).await?;
+            lake.create_box(&frame.hive, &frame.box_name, true).await?;
             lake.create_frame(name, &schema, &partition_by, false)
                 .await?;
             (Arc::new(schema), true)
@@ -286,16 +291,13 @@ fn open(
                 .fields()
                 .iter()
                 .map(|f| {
-                    frame
-                        .field_with_name(f.name())
-                        .cloned()
-                        .map_err(|_| {
-                            config(format!(
-                                "column `{}` is not in the frame (its columns: {})",
-                                f.name(),
-                                column_list(frame)
-                            ))
-                        })
+                    frame.field_with_name(f.name()).cloned().map_err(|_| {
+                        config(format!(
+                            "column `{}` is not in the frame (its columns: {})",
+                            f.name(),
+                            column_list(frame)
+                        ))
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             let parse = Arc::new(Schema::new(fields));
