@@ -37,15 +37,39 @@ build: build-guest
 test: build-guest
     cargo test --locked --release
 
-# Formatting, lints (warnings are errors) and the tests: what CI runs.
+# Formatting, lints (warnings are errors), the tests and the examples: what CI runs.
 check: build-guest
     cargo fmt --all --check
     cargo clippy --locked --release --workspace --all-targets -- -D warnings
     cargo test --locked --release
+    just examples
 
-# A first look: run TPC-H Q1 and Q6 in a chamber and natively (SF 0.1).
+# The narrated examples of the Rust API.
+examples: build-guest
+    cargo run --locked --release -p apiary-host --example quickstart
+    cargo run --locked --release -p apiary-host --example two_nodes
+
+# A first look: a local lake with TPC-H at SF 0.1, a few queries with their plans, and how to open the shell.
 demo: build
-    cargo bench --locked -p apiary-host --bench chamber -- --scale 0.1 --runs 1
+    #!/usr/bin/env bash
+    set -euo pipefail
+    apiary="{{target}}/release/apiary"
+    lake="{{target}}/demo/lake"
+    data="{{target}}/demo/tpch-sf0.1"
+    echo "== generating TPC-H at scale 0.1 in $data"
+    "$apiary" generate --scale 0.1 --out "$data" lineitem orders customer nation >/dev/null
+    rm -rf "$lake"
+    echo "== loading it into a lake at $lake (lineitem partitioned by ship mode)"
+    "$apiary" --lake "$lake" load "$data/lineitem.parquet" INTO tpch.sf01.lineitem --create --partition-by l_shipmode
+    for t in orders customer nation; do "$apiary" --lake "$lake" load "$data/$t.parquet" INTO "tpch.sf01.$t" --create; done
+    run() { echo; echo "== apiary sql \"$1\""; "$apiary" --lake "$lake" sql "USE tpch.sf01" "$1"; }
+    run "DESCRIBE lineitem"
+    run "SELECT l_returnflag, l_linestatus, sum(l_quantity) AS qty, avg(l_extendedprice) AS avg_price, count(*) AS n FROM lineitem WHERE l_shipdate <= DATE '1998-09-02' GROUP BY 1, 2 ORDER BY 1, 2"
+    run "SELECT n_name, count(*) AS orders FROM orders JOIN customer ON o_custkey = c_custkey JOIN nation ON c_nationkey = n_nationkey GROUP BY n_name ORDER BY orders DESC LIMIT 5"
+    run "EXPLAIN ANALYZE SELECT l_shipmode, count(*) FROM lineitem WHERE l_shipmode IN ('AIR', 'MAIL') GROUP BY l_shipmode"
+    echo
+    echo "== the same lake in the interactive shell:"
+    echo "   $apiary --lake $lake shell"
 
 # The chamber benchmark: TPC-H Q1 and Q6 over lineitem SF1, one bee vs native DataFusion.
 bench-chamber: build-guest

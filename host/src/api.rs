@@ -1,12 +1,42 @@
 //! The Rust API: one [`Apiary`] per program, holding the lake, the bees and a SQL session.
 //!
-//! ```no_run
-//! # async fn demo() -> apiary_host::Result<()> {
-//! use apiary_host::{Apiary, Settings};
+//! ```
+//! use std::sync::Arc;
 //!
-//! let apiary = Apiary::open("/srv/lake", Settings::for_machine()).await?;
-//! let batches = apiary.sql("SELECT count(*) FROM readings").await?;
-//! # Ok(()) }
+//! use apiary_host::{Apiary, Settings};
+//! use arrow::array::{Int64Array, StringArray};
+//! use arrow::datatypes::{DataType, Field, Schema};
+//! use arrow::record_batch::RecordBatch;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+//! # rt.block_on(async {
+//! // A lake in memory, one bee of 256 MiB.
+//! let settings = Settings::for_machine().with_bees(1).with_budget_mib(256);
+//! let apiary = Apiary::open("memory://", settings).await?;
+//!
+//! let schema = Schema::new(vec![
+//!     Field::new("hive", DataType::Utf8, false),
+//!     Field::new("honey_g", DataType::Int64, false),
+//! ]);
+//! let harvest = apiary.create_frame("harvest", &schema, &[], false).await?;
+//! let batch = RecordBatch::try_new(
+//!     Arc::new(schema),
+//!     vec![
+//!         Arc::new(StringArray::from(vec!["north", "south", "north"])),
+//!         Arc::new(Int64Array::from(vec![300, 250, 200])),
+//!     ],
+//! )?;
+//! harvest.write(&[batch]).await?;
+//!
+//! let rows = apiary
+//!     .sql("SELECT sum(honey_g) AS total FROM harvest WHERE hive = 'north'")
+//!     .await?;
+//! let total = rows[0].column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0));
+//! assert_eq!(total, Some(500));
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # })
+//! # }
 //! ```
 
 use std::path::PathBuf;

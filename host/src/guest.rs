@@ -61,6 +61,23 @@ pub fn find_component(file_name: &str) -> Result<PathBuf> {
             }
         }
     }
+    // A program built from this source tree (tests, doctests, examples) finds the guest
+    // built from the same tree.
+    let built: [Option<PathBuf>; 2] = [
+        option_env!("CARGO_TARGET_DIR").map(PathBuf::from),
+        Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target"),
+        ),
+    ];
+    for dir in built.into_iter().flatten() {
+        let candidate = dir.join("wasm32-wasip2").join("release").join(file_name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        searched.push(candidate);
+    }
     Err(Error::Guest(format!(
         "{file_name} was not found (looked in {}); build the guests with `just build-guest`",
         searched
