@@ -212,6 +212,7 @@ pub async fn load(
     } else {
         WriteMode::Append
     };
+    tracing::info!(rows, files = inputs.len(), "committing the load");
     let write = write.commit(mode).await?;
     let (hive, box_name) = apiary_engine::default_namespace();
     let frame = apiary_engine::lake::FrameRef::parse(name, &hive, &box_name)?;

@@ -281,7 +281,8 @@ impl QuerySession {
         };
         let pool = self.pool.clone();
         let (schema, batches, fragments, merge) = match plan {
-            Plan::Whole(_) => {
+            Plan::Whole(reason) => {
+                tracing::info!(reason, "statement runs whole in one chamber");
                 let cells = tables.iter().map(|t| t.cells.len()).sum();
                 let whole = fragment(tables, source);
                 let output = blocking(move || pool.run(whole)).await?;
@@ -293,6 +294,11 @@ impl QuerySession {
                 (output.schema, output.batches, vec![run], None)
             }
             Plan::Split { kind, groups } => {
+                tracing::info!(
+                    fragments = groups.len(),
+                    merge = ?kind,
+                    "statement split across bees"
+                );
                 let table = tables
                     .into_iter()
                     .next()

@@ -102,6 +102,26 @@ fn bad_input_is_one_clear_line_and_a_failure_exit() {
         stderr(&out)
     );
 
+    // The guest is found from the tree the binary was built in; a wrong override is named.
+    let out = apiary(&lake, &["guest"]);
+    assert!(
+        stdout(&out).trim().ends_with("apiary_guest.wasm"),
+        "{}",
+        stdout(&out)
+    );
+    let out = command(dir.path())
+        .env("APIARY_GUEST", "/nonexistent/guest.wasm")
+        .args(["sql", "SELECT 1"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("APIARY_GUEST points at /nonexistent/guest.wasm"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("hint: "), "{}", stderr(&out));
+
     let out = apiary(&lake, &["sql", "--format", "xml", "SELECT 1"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("xml"), "{}", stderr(&out));
