@@ -79,5 +79,10 @@ bench-chamber: build-guest
 bench-lake:
     cargo bench --locked -p apiary-host --bench lake -- --scale 1 --commits 200
 
+# TPC-H side by side: Apiary, native DataFusion and DuckDB over the same Parquet files (SF 1, all 22 queries).
+bench-tpch *ARGS: build-guest
+    python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet duckdb
+    cargo bench --locked -p apiary-host --bench tpch -- --scale 1 --runs 3 {{ARGS}}
+
 # Every benchmark.
-bench: bench-chamber bench-lake
+bench: bench-chamber bench-lake bench-tpch

@@ -465,6 +465,7 @@ fn build_engine(max_budget: u64, max_chambers: u32) -> Result<Engine> {
         // to be larger than the wasm stack even though chambers run synchronously.
         .async_stack_size(16 << 20)
         .wasm_simd(true)
+        .wasm_wide_arithmetic(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| Error::Config(format!("wasmtime engine: {e:#}")))

@@ -44,4 +44,4 @@ pub use lake::{
     WriteResult,
 };
 pub use query::{FragmentRun, MergeRun, QueryOutput, QuerySession};
-pub use tpch::{TPCH_TABLES, cell_writer_properties, generate_tpch};
+pub use tpch::{TPCH_QUERIES, TPCH_TABLES, cell_writer_properties, generate_tpch};

@@ -1,0 +1,599 @@
+//! TPC-H side by side: Apiary (every fragment in a chamber), native DataFusion (same version,
+//! all cores) and DuckDB (from PyPI, same Parquet files, same threads), in one run.
+//!
+//! Run: `just bench` (SF 1, 3 runs), or
+//! `cargo bench -p apiary-host --bench tpch -- --scale 0.1 --runs 1 [--profile pi-1g] [--bees N]
+//! [--budget-mib M] [--queries q1,q6] [--no-duckdb]`.
+//!
+//! The tables are generated as Parquet, loaded into a local lake through the normal write
+//! path, and every query runs `--runs` times per engine. Answers are compared (Apiary with
+//! DataFusion exactly; DuckDB by value, numbers to 1e-6 relative). The report gives each
+//! engine's median, the ratios Apiary/DataFusion and Apiary/DuckDB with geometric means, each
+//! engine's peak RSS, and Apiary's time split (chamber fragments, merge). It is printed as
+//! markdown and written as JSON and markdown under `--out` (default: the cargo target dir's
+//! `bench/`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use apiary_host::{
+    BeePool, ChamberEngine, Lake, PoolConfig, QuerySession, Settings, TPCH_QUERIES, TPCH_TABLES,
+    WriteMode, find_guest, generate_tpch,
+};
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::json;
+
+const MIB: u64 = 1 << 20;
+
+struct Args {
+    scale: f64,
+    runs: usize,
+    bees: usize,
+    budget_mib: u64,
+    profile: String,
+    queries: Option<Vec<String>>,
+    duckdb: bool,
+    out: PathBuf,
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+fn args() -> anyhow::Result<Args> {
+    let machine = Settings::for_machine();
+    let mut args = Args {
+        scale: 1.0,
+        runs: 3,
+        bees: machine.bees,
+        budget_mib: machine.budget / MIB,
+        profile: "all-bees".into(),
+        queries: None,
+        duckdb: true,
+        out: target_dir().join("bench"),
+    };
+    let mut it = std::env::args().skip(1);
+    let mut bees = None;
+    let mut budget = None;
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--scale" => args.scale = value()?.parse()?,
+            "--runs" => args.runs = value()?.parse()?,
+            "--bees" => bees = Some(value()?.parse()?),
+            "--budget-mib" => budget = Some(value()?.parse()?),
+            "--profile" => args.profile = value()?,
+            "--queries" => {
+                args.queries = Some(value()?.split(',').map(str::to_owned).collect());
+            }
+            "--out" => args.out = PathBuf::from(value()?),
+            "--no-duckdb" => args.duckdb = false,
+            "--bench" => {}
+            other => bail!(
+                "unknown argument {other}; expected --scale F --runs N --bees N --budget-mib M \
+                 --profile all-bees|one-bee|pi-1g --queries q1,q6 --out DIR --no-duckdb"
+            ),
+        }
+    }
+    match args.profile.as_str() {
+        "all-bees" => {}
+        "one-bee" => args.bees = 1,
+        // A 1 GiB Pi: four cores, 128 MiB per bee.
+        "pi-1g" => {
+            args.bees = 4;
+            args.budget_mib = 128;
+        }
+        other => bail!("unknown profile {other}; expected all-bees, one-bee or pi-1g"),
+    }
+    if let Some(bees) = bees {
+        args.bees = bees;
+    }
+    if let Some(budget) = budget {
+        args.budget_mib = budget;
+    }
+    if args.runs == 0 || args.bees == 0 {
+        bail!("--runs and --bees must be at least 1");
+    }
+    Ok(args)
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn geomean(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    Some((values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp())
+}
+
+/// Peak resident memory of this process since the last reset, in bytes.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Start measuring peak RSS afresh (Linux resets VmHWM on "5" to clear_refs).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Every value of `batches` as text, row by row.
+fn rows(batches: &[RecordBatch]) -> anyhow::Result<Vec<Vec<Option<String>>>> {
+    let options = FormatOptions::default();
+    let mut out = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            out.push(
+                batch
+                    .columns()
+                    .iter()
+                    .zip(&formatters)
+                    .map(|(c, f)| (!c.is_null(row)).then(|| f.value(row).to_string()))
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Whether two answers agree value by value: numbers to 1e-6 relative or 1e-5 absolute (an
+/// engine may average decimals as doubles, another to six decimal places).
+fn same_values(a: &[Vec<Option<String>>], b: &[Vec<Option<String>>]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.len() == y.len()
+                && x.iter().zip(y).all(|(u, v)| match (u, v) {
+                    (None, None) => true,
+                    (Some(u), Some(v)) => {
+                        match (u.trim().parse::<f64>(), v.trim().parse::<f64>()) {
+                            (Ok(p), Ok(q)) => {
+                                (p - q).abs() <= 1e-5_f64.max(1e-6 * p.abs().max(q.abs()))
+                            }
+                            _ => u.trim() == v.trim() || same_time(u, v),
+                        }
+                    }
+                    _ => false,
+                })
+        })
+}
+
+/// `1995-03-15` and `1995-03-15 00:00:00` name the same day.
+fn same_time(u: &str, v: &str) -> bool {
+    let day = |s: &str| s.trim().split([' ', 'T']).next().unwrap_or("").to_owned();
+    let midnight = |s: &str| {
+        let rest = s.trim().split([' ', 'T']).nth(1);
+        rest.is_none_or(|r| {
+            r.trim_start_matches("00:00:00")
+                .trim_matches(['.', '0'])
+                .is_empty()
+        })
+    };
+    day(u) == day(v) && midnight(u) && midnight(v)
+}
+
+struct QueryResult {
+    name: &'static str,
+    native: Duration,
+    apiary: Duration,
+    duckdb: Option<Duration>,
+    fragments: usize,
+    fragment_ms: f64,
+    merge_ms: f64,
+    bytes_read: u64,
+    matches_native: bool,
+    matches_duckdb: Option<bool>,
+    apiary_error: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Shared with the test suites, which generate some scales too.
+    let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tpch-sf{}", args.scale));
+    std::fs::create_dir_all(&args.out)?;
+    let queries: Vec<(&'static str, &'static str)> = TPCH_QUERIES
+        .iter()
+        .copied()
+        .filter(|(name, _)| {
+            args.queries
+                .as_ref()
+                .is_none_or(|q| q.iter().any(|n| n == name))
+        })
+        .collect();
+    if queries.is_empty() {
+        bail!("no query matches --queries");
+    }
+
+    println!("generating TPC-H SF {} in {}", args.scale, data.display());
+    for table in TPCH_TABLES {
+        generate_tpch(&data, table, args.scale)?;
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    // The lake, loaded through the normal write path (once per scale factor).
+    let lake_dir = args.out.join(format!("lake-sf{}", args.scale));
+    let lake = rt.block_on(load_lake(&lake_dir, &data))?;
+
+    // Native DataFusion, all cores.
+    println!("native DataFusion, {cores} partitions");
+    reset_peak_rss();
+    let native_ctx =
+        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(cores));
+    rt.block_on(async {
+        for table in TPCH_TABLES {
+            native_ctx
+                .register_parquet(
+                    table,
+                    data.join(format!("{table}.parquet"))
+                        .to_str()
+                        .context("utf-8 path")?,
+                    ParquetReadOptions::default(),
+                )
+                .await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let mut native = Vec::new();
+    for (_, sql) in &queries {
+        let mut times = Vec::new();
+        let mut answer = Vec::new();
+        for _ in 0..args.runs {
+            let started = Instant::now();
+            answer = rt.block_on(async { native_ctx.sql(sql).await?.collect().await })?;
+            times.push(started.elapsed());
+        }
+        native.push((median(times), answer));
+    }
+    let native_rss = peak_rss();
+    drop(native_ctx);
+
+    // Apiary: a bee pool over the lake.
+    println!(
+        "Apiary, {} bees x {} MiB ({})",
+        args.bees, args.budget_mib, args.profile
+    );
+    let engine = Arc::new(ChamberEngine::new(
+        &find_guest()?,
+        &apiary_host::default_cache_dir(),
+        args.budget_mib * MIB,
+        args.bees as u32,
+    )?);
+    let scratch = tempfile::tempdir()?;
+    let pool = Arc::new(BeePool::new(
+        engine,
+        PoolConfig {
+            bees: args.bees,
+            budget: args.budget_mib * MIB,
+            deadline: Duration::from_secs(1800),
+            scratch_root: scratch.path().to_path_buf(),
+        },
+    )?);
+    reset_peak_rss();
+    let mut results = Vec::new();
+    for ((name, sql), (native_time, native_answer)) in queries.iter().zip(&native) {
+        let mut session = QuerySession::new(lake.clone(), pool.clone());
+        let mut times = Vec::new();
+        let mut last = None;
+        let mut error = None;
+        for _ in 0..args.runs {
+            let started = Instant::now();
+            match rt.block_on(session.sql(sql)) {
+                Ok(output) => {
+                    times.push(started.elapsed());
+                    last = Some(output);
+                }
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let (apiary, matches, fragments, fragment_ms, merge_ms, bytes_read) = match &last {
+            Some(output) if error.is_none() => (
+                median(times),
+                pretty_format_batches(&output.batches)?.to_string()
+                    == pretty_format_batches(native_answer)?.to_string(),
+                output.fragments.len(),
+                output.fragments.iter().map(|f| ms(f.stats.elapsed)).sum(),
+                output.merge.as_ref().map_or(0.0, |m| ms(m.elapsed)),
+                output.fragments.iter().map(|f| f.stats.bytes_read).sum(),
+            ),
+            _ => (Duration::ZERO, false, 0, 0.0, 0.0, 0),
+        };
+        println!(
+            "  {name}: native {:.0} ms, Apiary {:.0} ms ({} fragments){}",
+            ms(*native_time),
+            ms(apiary),
+            fragments,
+            error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" FAILED: {e}"))
+        );
+        results.push(QueryResult {
+            name,
+            native: *native_time,
+            apiary,
+            duckdb: None,
+            fragments,
+            fragment_ms,
+            merge_ms,
+            bytes_read,
+            matches_native: matches,
+            matches_duckdb: None,
+            apiary_error: error,
+        });
+    }
+    let apiary_rss = peak_rss();
+
+    // DuckDB in its own process, same files, same threads.
+    let mut duckdb_version = None;
+    let mut duckdb_rss = None;
+    if args.duckdb {
+        match run_duckdb(&data, cores, args.runs, &queries) {
+            Ok((version, rss, answers)) => {
+                duckdb_version = Some(version);
+                duckdb_rss = Some(rss);
+                for (result, ((_, native_answer), (time, answer))) in
+                    results.iter_mut().zip(native.iter().zip(answers))
+                {
+                    result.duckdb = Some(time);
+                    result.matches_duckdb = Some(same_values(&rows(native_answer)?, &answer));
+                }
+            }
+            Err(e) => println!("DuckDB skipped: {e:#} (pip install duckdb)"),
+        }
+    }
+
+    report(
+        &args,
+        cores,
+        &results,
+        [Some(native_rss), Some(apiary_rss), duckdb_rss],
+        duckdb_version,
+    )
+}
+
+/// Load the TPC-H tables into a lake at `dir` through the normal write path, unless a
+/// previous run did.
+async fn load_lake(dir: &Path, data: &Path) -> anyhow::Result<Arc<Lake>> {
+    let done = dir.join("LOADED");
+    let lake = Lake::open(&dir.display().to_string()).await?;
+    if done.exists() {
+        return Ok(Arc::new(lake));
+    }
+    println!("loading the lake at {}", dir.display());
+    for table in TPCH_TABLES {
+        let started = Instant::now();
+        let file = std::fs::File::open(data.join(format!("{table}.parquet")))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
+            .with_batch_size(1 << 20)
+            .build()?;
+        let schema = arrow::array::RecordBatchReader::schema(&reader);
+        lake.create_frame(table, &schema, &[], true).await?;
+        let mut write = lake.begin_write(table).await?;
+        for batch in reader {
+            write.add(&[batch?]).await?;
+        }
+        let result = write.commit(WriteMode::Overwrite).await?;
+        println!(
+            "  {table}: {} rows, {} cells in {:.1} s",
+            result.rows,
+            result.cells,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    std::fs::write(&done, b"")?;
+    Ok(Arc::new(lake))
+}
+
+type DuckAnswers = Vec<(Duration, Vec<Vec<Option<String>>>)>;
+
+fn run_duckdb(
+    data: &Path,
+    threads: usize,
+    runs: usize,
+    queries: &[(&str, &str)],
+) -> anyhow::Result<(String, u64, DuckAnswers)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/duckdb_tpch.py");
+    println!("DuckDB, {threads} threads");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg("--data")
+        .arg(data)
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--runs",
+            &runs.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running python3")?;
+    let input = json!(
+        queries
+            .iter()
+            .map(|(name, sql)| json!({"name": name, "sql": sql}))
+            .collect::<Vec<_>>()
+    );
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let answers = report["queries"]
+        .as_array()
+        .context("queries")?
+        .iter()
+        .map(|q| {
+            let time = Duration::from_secs_f64(q["median_ms"].as_f64().unwrap_or(0.0) / 1e3);
+            let rows = q["rows"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .map(|row| {
+                            row.as_array()
+                                .map(|v| v.iter().map(|x| x.as_str().map(str::to_owned)).collect())
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (time, rows)
+        })
+        .collect();
+    Ok((
+        report["version"].as_str().unwrap_or("?").to_owned(),
+        report["peak_rss_bytes"].as_u64().unwrap_or(0),
+        answers,
+    ))
+}
+
+fn report(
+    args: &Args,
+    cores: usize,
+    results: &[QueryResult],
+    rss: [Option<u64>; 3],
+    duckdb_version: Option<String>,
+) -> anyhow::Result<()> {
+    let ok: Vec<&QueryResult> = results
+        .iter()
+        .filter(|r| r.apiary_error.is_none())
+        .collect();
+    let vs_native: Vec<f64> = ok
+        .iter()
+        .map(|r| r.apiary.as_secs_f64() / r.native.as_secs_f64())
+        .collect();
+    let vs_duckdb: Vec<f64> = ok
+        .iter()
+        .filter_map(|r| r.duckdb.map(|d| r.apiary.as_secs_f64() / d.as_secs_f64()))
+        .collect();
+    let mut md = format!(
+        "TPC-H SF {}, {} runs per query (medians), {cores} cores; Apiary: {} bees x {} MiB ({}); \
+         DataFusion 55 with {cores} partitions; DuckDB {} with {cores} threads.\n\n\
+         | query | DataFusion ms | Apiary ms | DuckDB ms | Apiary/DataFusion | Apiary/DuckDB | fragments | chamber ms | merge ms | MiB read | same answer |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        args.scale,
+        args.runs,
+        args.bees,
+        args.budget_mib,
+        args.profile,
+        duckdb_version.as_deref().unwrap_or("(not run)"),
+    );
+    for r in results {
+        let duck = r.duckdb.map_or("-".to_owned(), |d| format!("{:.0}", ms(d)));
+        let check = match (&r.apiary_error, r.matches_native, r.matches_duckdb) {
+            (Some(e), _, _) => format!("Apiary failed: {e}"),
+            (None, true, Some(true)) => "yes (all three)".to_owned(),
+            (None, true, None) => "yes (with DataFusion)".to_owned(),
+            (None, a, d) => format!("DataFusion {a}, DuckDB {d:?}"),
+        };
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {:.1} | {} |\n",
+            r.name,
+            ms(r.native),
+            ms(r.apiary),
+            duck,
+            if r.apiary_error.is_none() {
+                format!("{:.2}", r.apiary.as_secs_f64() / r.native.as_secs_f64())
+            } else {
+                "-".into()
+            },
+            r.duckdb
+                .filter(|_| r.apiary_error.is_none())
+                .map_or("-".into(), |d| format!(
+                    "{:.2}",
+                    r.apiary.as_secs_f64() / d.as_secs_f64()
+                )),
+            r.fragments,
+            r.fragment_ms,
+            r.merge_ms,
+            r.bytes_read as f64 / MIB as f64,
+            check
+        ));
+    }
+    let fmt = |g: Option<f64>| g.map_or("-".into(), |g| format!("{g:.2}"));
+    md.push_str(&format!(
+        "\nGeometric mean Apiary/DataFusion: {} over {} queries; Apiary/DuckDB: {}. \
+         Peak RSS: DataFusion {} MiB, Apiary {} MiB (host and chambers), DuckDB {} MiB.\n",
+        fmt(geomean(&vs_native)),
+        vs_native.len(),
+        fmt(geomean(&vs_duckdb)),
+        rss[0].map_or("-".into(), |b| (b / MIB).to_string()),
+        rss[1].map_or("-".into(), |b| (b / MIB).to_string()),
+        rss[2].map_or("-".into(), |b| (b / MIB).to_string()),
+    ));
+    println!("\n{md}");
+    let stem = format!("tpch-sf{}-{}", args.scale, args.profile);
+    std::fs::write(args.out.join(format!("{stem}.md")), &md)?;
+    let json = json!({
+        "scale": args.scale,
+        "runs": args.runs,
+        "cores": cores,
+        "bees": args.bees,
+        "budget_mib": args.budget_mib,
+        "profile": args.profile,
+        "duckdb": duckdb_version,
+        "geomean_apiary_vs_datafusion": geomean(&vs_native),
+        "geomean_apiary_vs_duckdb": geomean(&vs_duckdb),
+        "peak_rss_bytes": {"datafusion": rss[0], "apiary": rss[1], "duckdb": rss[2]},
+        "queries": results.iter().map(|r| json!({
+            "name": r.name,
+            "datafusion_ms": ms(r.native),
+            "apiary_ms": ms(r.apiary),
+            "duckdb_ms": r.duckdb.map(ms),
+            "fragments": r.fragments,
+            "chamber_ms": r.fragment_ms,
+            "merge_ms": r.merge_ms,
+            "bytes_read": r.bytes_read,
+            "same_as_datafusion": r.matches_native,
+            "same_as_duckdb": r.matches_duckdb,
+            "apiary_error": r.apiary_error,
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        args.out.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    println!("wrote {}/{stem}.md and .json", args.out.display());
+    Ok(())
+}
