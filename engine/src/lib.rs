@@ -18,6 +18,7 @@ mod fragment;
 mod ipc;
 pub mod lake;
 mod pool;
+mod spill;
 
 pub use cells::{ByteSource, CellId};
 pub use error::EngineError;

@@ -30,12 +30,16 @@ use futures::StreamExt;
 use url::Url;
 
 use crate::cells::{CellStore, cell_path};
+use crate::spill::ScratchSpill;
 use crate::{ByteSource, CellId, EngineError, PeakMemoryPool, decode_ipc_chunks};
 
 mod split;
 
 pub use split::{MergeKind, merge_kind, split_optimizer_rules};
 use split::{Split, split};
+
+/// A fragment may spill this many times its memory pool to its scratch directory.
+const SPILL_QUOTA_PER_POOL: u64 = 8;
 
 /// Bytes of a partial result read per call: partial results can be large, and one read
 /// must never need more than a slice of the chamber's budget.
@@ -149,7 +153,10 @@ pub async fn execute_fragment(
         usize::try_from(task.memory_pool_bytes).unwrap_or(usize::MAX),
     ));
     let disk_mode = match &task.scratch_dir {
-        Some(dir) => DiskManagerMode::Directories(vec![dir.clone()]),
+        Some(dir) => DiskManagerMode::Custom(Arc::new(ScratchSpill::new(
+            dir.clone(),
+            task.memory_pool_bytes.saturating_mul(SPILL_QUOTA_PER_POOL),
+        ))),
         None => DiskManagerMode::Disabled,
     };
     let runtime = RuntimeEnvBuilder::new()
@@ -162,6 +169,13 @@ pub async fn execute_fragment(
         .with_information_schema(false)
         .with_default_catalog_and_schema(&task.default_namespace.0, &task.default_namespace.1)
         .with_create_default_catalog_and_schema(true);
+    // A sort keeps room for merging its spilled runs; DataFusion's 10 MiB default is too much
+    // for a small bee.
+    let mut config = config;
+    config.options_mut().execution.sort_spill_reservation_bytes =
+        usize::try_from(task.memory_pool_bytes / 8)
+            .unwrap_or(usize::MAX)
+            .min(10 << 20);
     let mut state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)

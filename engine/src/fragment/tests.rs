@@ -223,6 +223,63 @@ async fn a_sort_that_cannot_spill_exhausts_a_tiny_pool() {
 }
 
 #[tokio::test]
+async fn a_sort_larger_than_its_pool_spills_to_scratch_and_cleans_up() {
+    let cells = Arc::new(MemCells::default());
+    let cell = cells.add(1, &sales(0, 200_000));
+    let scratch = tempfile::tempdir().expect("scratch");
+    let table = || TableCells {
+        name: "t".into(),
+        cells: vec![cell],
+        schema: None,
+    };
+    let sql = "SELECT id, region FROM t ORDER BY region, amount DESC, id LIMIT 3 OFFSET 100000";
+    let expected = run(&task(sql, vec![table()]), cells.clone())
+        .await
+        .expect("with a big pool");
+    let mut t = task(
+        sql.replace(" LIMIT 3 OFFSET 100000", "").as_str(),
+        vec![table()],
+    );
+    t.memory_pool_bytes = 4 << 20;
+    t.scratch_dir = Some(scratch.path().to_path_buf());
+    let mut sink = Collect::default();
+    let summary = execute_fragment(&t, cells.clone(), &mut sink)
+        .await
+        .expect("a sort that spills");
+    assert_eq!(summary.rows, 200_000);
+    assert!(summary.pool_peak_bytes <= 4 << 20);
+    // The same rows as the unspilled sort, in the same order.
+    let all = arrow::compute::concat_batches(&sink.schema.expect("schema"), &sink.batches)
+        .expect("concat");
+    let window = pretty_format_batches(&[all.slice(100_000, 3)])
+        .expect("format")
+        .to_string();
+    assert_eq!(window, expected);
+    let left = std::fs::read_dir(scratch.path()).expect("scratch").count();
+    assert_eq!(left, 0, "spill files are removed when the fragment ends");
+}
+
+#[tokio::test]
+async fn spilling_stops_at_its_quota() {
+    let cells = Arc::new(MemCells::default());
+    let cell = cells.add(1, &sales(0, 400_000));
+    let scratch = tempfile::tempdir().expect("scratch");
+    let mut t = task(
+        "SELECT * FROM t ORDER BY region, amount DESC, id",
+        vec![TableCells {
+            name: "t".into(),
+            cells: vec![cell],
+            schema: None,
+        }],
+    );
+    // The quota is 8 pools: 1 MiB of pool cannot spill 400k sorted rows (about 12 MiB).
+    t.memory_pool_bytes = 1 << 20;
+    t.scratch_dir = Some(scratch.path().to_path_buf());
+    let err = run(&t, cells).await.expect_err("over the quota");
+    assert!(err.to_string().contains("quota"), "{err}");
+}
+
+#[tokio::test]
 async fn reading_one_column_fetches_a_fraction_of_the_cell() {
     let cells = Arc::new(MemCells::default());
     let cell = cells.add(1, &sales(0, 200_000));
