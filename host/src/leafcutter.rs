@@ -23,25 +23,45 @@ pub fn cut_cell_groups(sizes: &[u64], bees: usize, max_bytes: u64) -> Vec<Range<
     if sizes.is_empty() {
         return Vec::new();
     }
+    let max_bytes = max_bytes.max(1);
     let total: u64 = sizes.iter().sum();
-    let by_size = usize::try_from(total.div_ceil(max_bytes.max(1))).unwrap_or(usize::MAX);
-    let target_groups = bees.max(by_size).clamp(1, sizes.len());
-    let share = total.div_ceil(target_groups as u64).min(max_bytes.max(1));
-
-    let mut groups = Vec::with_capacity(target_groups);
-    let mut start = 0;
-    let mut bytes = 0u64;
-    for (i, size) in sizes.iter().enumerate() {
-        let cells_left = sizes.len() - i;
-        let groups_left = target_groups.saturating_sub(groups.len() + 1);
-        // Close the current group before this cell when it is full, or when every
-        // remaining cell is needed to reach the target number of groups.
-        if i > start && (bytes + size > share || cells_left <= groups_left) {
-            groups.push(start..i);
-            start = i;
-            bytes = 0;
+    let by_size = usize::try_from(total.div_ceil(max_bytes)).unwrap_or(usize::MAX);
+    let mut target = bees.max(by_size).clamp(1, sizes.len());
+    loop {
+        let groups = balanced(sizes, target);
+        let fits = groups
+            .iter()
+            .all(|g| g.len() == 1 || sizes[g.clone()].iter().sum::<u64>() <= max_bytes);
+        if fits || target == sizes.len() {
+            return groups;
         }
-        bytes += size;
+        target += 1;
+    }
+}
+
+/// Cut `sizes` into `count` consecutive non-empty groups whose boundaries fall as close as
+/// possible to equal shares of the total.
+fn balanced(sizes: &[u64], count: usize) -> Vec<Range<usize>> {
+    let total: u64 = sizes.iter().sum();
+    let mut prefix = Vec::with_capacity(sizes.len() + 1);
+    prefix.push(0u64);
+    for size in sizes {
+        prefix.push(prefix.last().copied().unwrap_or(0) + size);
+    }
+    let mut groups = Vec::with_capacity(count);
+    let mut start = 0;
+    for g in 1..count {
+        let ideal = total as u128 * g as u128 / count as u128;
+        // The end must leave at least one cell for each group still to come.
+        let last_end = sizes.len() - (count - g);
+        let mut end = start + 1;
+        while end < last_end
+            && (prefix[end + 1] as u128).abs_diff(ideal) <= (prefix[end] as u128).abs_diff(ideal)
+        {
+            end += 1;
+        }
+        groups.push(start..end);
+        start = end;
     }
     groups.push(start..sizes.len());
     groups
@@ -93,6 +113,13 @@ mod tests {
         assert_eq!(cut_cell_groups(&[5, 5], 8, 1), vec![0..1, 1..2]);
         assert_eq!(cut_cell_groups(&[5], 4, 100), vec![0..1]);
         assert!(cut_cell_groups(&[], 4, 100).is_empty());
+    }
+
+    #[test]
+    fn near_equal_cells_split_evenly_between_bees() {
+        // Six cells of a little over a third of the half each: two groups, not three.
+        let sizes = [35, 36, 35, 36, 35, 30];
+        assert_eq!(cut_cell_groups(&sizes, 2, 1000), vec![0..3, 3..6]);
     }
 
     #[test]
