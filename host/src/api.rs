@@ -59,25 +59,10 @@ use crate::{
 pub const HEARTBEATS: &str = "_heartbeats";
 
 impl Settings {
-    /// Defaults for this machine only: no configuration file, no environment. The lake is
-    /// the one given to [`Apiary::open`].
+    /// Defaults for this machine only ([`Settings::for_hardware`]): no configuration file,
+    /// no environment. The lake is the one given to [`Apiary::open`].
     pub fn for_machine() -> Self {
         Self::for_hardware(Hardware::detect())
-    }
-
-    /// Defaults for `hardware`, as [`Settings::for_machine`].
-    pub fn for_hardware(hardware: Hardware) -> Self {
-        Self {
-            lake: crate::config::default_lake_path().display().to_string(),
-            bees: hardware.cores.max(1),
-            budget: hardware.budget_per_bee(hardware.cores),
-            deadline: Duration::from_secs(600),
-            cache_dir: crate::default_cache_dir(),
-            heartbeat: Duration::from_secs(5),
-            hardware,
-            file: None,
-            sources: Default::default(),
-        }
     }
 
     /// These settings with `bees` bees.
@@ -272,12 +257,7 @@ impl Apiary {
     /// [`Error::Storage`] when the lake cannot be listed.
     pub async fn status(&self) -> Result<Status> {
         let registry = self.lake.registry().await?;
-        let frames = registry
-            .hives
-            .values()
-            .flat_map(|boxes| boxes.values())
-            .map(|frames| frames.len())
-            .sum();
+        let frames = registry.frame_count();
         Ok(Status {
             settings: self.settings.clone(),
             guest: self.guest.clone(),

@@ -330,12 +330,7 @@ pub fn run_status(settings: &Settings) -> Result<String> {
     rt.block_on(async {
         let lake = Lake::open(&settings.lake).await?;
         let registry = lake.registry().await?;
-        let frames: usize = registry
-            .hives
-            .values()
-            .flat_map(|boxes| boxes.values())
-            .map(|frames| frames.len())
-            .sum();
+        let frames = registry.frame_count();
         let hw = &settings.hardware;
         let from = |key: &str| match settings.source(key) {
             Source::Default => "default".to_owned(),

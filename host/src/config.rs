@@ -173,6 +173,23 @@ pub fn data_dir() -> PathBuf {
 }
 
 impl Settings {
+    /// Apiary's defaults for `hardware`: one bee per core, the memory left after the host's
+    /// headroom shared between them, the default lake and cache, no file.
+    pub fn for_hardware(hardware: Hardware) -> Self {
+        let bees = hardware.cores.max(1);
+        Self {
+            lake: default_lake_path().display().to_string(),
+            bees,
+            budget: hardware.budget_per_bee(bees),
+            deadline: Duration::from_secs(600),
+            cache_dir: crate::default_cache_dir(),
+            heartbeat: Duration::from_secs(5),
+            hardware,
+            file: None,
+            sources: BTreeMap::new(),
+        }
+    }
+
     /// Resolve settings for this process: the file at `config` (or the default path, if it
     /// exists), the process environment, then `flags`.
     ///
@@ -237,8 +254,9 @@ impl Settings {
             chosen
         };
 
+        let defaults = Self::for_hardware(hardware);
         let lake = pick("lake", file.lake, "APIARY_LAKE", flags.lake.clone(), "lake")
-            .map_or_else(|| default_lake_path().display().to_string(), |(v, _)| v);
+            .map_or(defaults.lake, |(v, _)| v);
 
         let bees = match pick(
             "bees",
@@ -247,7 +265,7 @@ impl Settings {
             flags.bees.map(|b| b.to_string()),
             "bees",
         ) {
-            None => hardware.cores.max(1),
+            None => defaults.bees,
             Some((value, source)) => parse_in(&value, &source, "bees", 1, 1024, "bees")?,
         };
 
@@ -279,7 +297,7 @@ impl Settings {
             flags.deadline_secs.map(|d| d.to_string()),
             "deadline-secs",
         ) {
-            None => Duration::from_secs(600),
+            None => defaults.deadline,
             Some((value, source)) => Duration::from_secs(parse_in(
                 &value,
                 &source,
@@ -297,7 +315,7 @@ impl Settings {
             None,
             "cache-dir",
         ) {
-            None => crate::default_cache_dir(),
+            None => defaults.cache_dir,
             Some((value, _)) => PathBuf::from(value),
         };
 
@@ -308,7 +326,7 @@ impl Settings {
             None,
             "heartbeat-secs",
         ) {
-            None => Duration::from_secs(5),
+            None => defaults.heartbeat,
             Some((value, source)) => {
                 Duration::from_secs(
                     parse_in(&value, &source, "heartbeat_secs", 1, 3600, "seconds")? as u64,

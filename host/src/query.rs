@@ -275,9 +275,8 @@ impl QuerySession {
         let (cells_total, cells_scanned) = frames
             .iter()
             .fold((0, 0), |(t, s), f| (t + f.cells_total, s + f.cells_kept));
-        let fragment = |tables: Vec<TableCells>, source: Arc<dyn ByteSource>| Fragment {
-            default_namespace: (self.hive.clone(), self.box_name.clone()),
-            ..Fragment::new(sql.clone(), tables, source)
+        let fragment = |tables: Vec<TableCells>, source: Arc<dyn ByteSource>| {
+            self.fragment(&sql, tables, source)
         };
         let pool = self.pool.clone();
         let (schema, batches, fragments, merge) = match plan {
@@ -371,6 +370,19 @@ impl QuerySession {
         })
     }
 
+    /// A fragment running `sql` over `tables` in this session's hive and box.
+    fn fragment(
+        &self,
+        sql: &str,
+        tables: Vec<TableCells>,
+        source: Arc<dyn ByteSource>,
+    ) -> Fragment {
+        Fragment {
+            default_namespace: (self.hive.clone(), self.box_name.clone()),
+            ..Fragment::new(sql, tables, source)
+        }
+    }
+
     /// Combine the partial results of a split statement: concatenated on the host, or
     /// merged in a chamber.
     async fn merge<'a>(
@@ -432,10 +444,9 @@ impl QuerySession {
             .collect();
         let input_bytes = inputs.iter().map(|c| c.size).sum();
         let merge = Fragment {
-            default_namespace: (self.hive.clone(), self.box_name.clone()),
             stage: Stage::Merge { inputs },
             label: "the merge".into(),
-            ..Fragment::new(
+            ..self.fragment(
                 sql,
                 vec![TableCells {
                     cells: Vec::new(),

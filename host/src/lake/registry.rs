@@ -47,6 +47,15 @@ pub struct RegistryState {
 }
 
 impl RegistryState {
+    /// Frames in every hive and box.
+    pub fn frame_count(&self) -> usize {
+        self.hives
+            .values()
+            .flat_map(|boxes| boxes.values())
+            .map(|frames| frames.len())
+            .sum()
+    }
+
     fn initial() -> Self {
         let mut hives = BTreeMap::new();
         hives.insert(
