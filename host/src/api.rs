@@ -41,22 +41,21 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use apiary_engine::arrow::datatypes::Schema;
 use apiary_engine::arrow::record_batch::RecordBatch;
-use bytes::Bytes;
 use futures::stream::{self, BoxStream};
-use serde::{Deserialize, Serialize};
 
 use crate::config::{Hardware, Settings};
+use crate::swarm::{
+    Band, CellCache, Heartbeat, HotWrites, NodeLoad, NodeView, SwarmConfig, Temperature, Worker,
+    heartbeat_for, world_view,
+};
 use crate::{
     BeePool, ChamberEngine, Error, Lake, PoolConfig, QueryOutput, QuerySession, Result, WriteMode,
     WriteResult,
 };
-
-/// Where heartbeats live in the lake.
-pub const HEARTBEATS: &str = "_heartbeats";
 
 impl Settings {
     /// Defaults for this machine only ([`Settings::for_hardware`]): no configuration file,
@@ -95,6 +94,8 @@ pub struct Apiary {
     settings: Settings,
     guest: PathBuf,
     namespace: Mutex<(String, String)>,
+    cache: Option<Arc<CellCache>>,
+    node: String,
 }
 
 impl Apiary {
@@ -138,13 +139,112 @@ impl Apiary {
                 scratch_root: scratch,
             },
         )?);
+        let cache = match settings.cell_cache {
+            _ if uri.starts_with("memory:") => None,
+            Some(0) => None,
+            limit => {
+                let dir = settings.cell_cache_dir.clone();
+                let limit = limit.unwrap_or_else(|| CellCache::default_limit(&dir));
+                Some(Arc::new(CellCache::open(&dir, limit)?))
+            }
+        };
         Ok(Self {
             lake,
             pool,
             settings,
             guest,
             namespace: Mutex::new(apiary_engine::default_namespace()),
+            cache,
+            node: format!(
+                "client-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
         })
+    }
+
+    /// This Apiary acting as node `node` of the swarm (the id its heartbeats carry).
+    #[must_use]
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    /// The id this process uses in the swarm: the node id, or `client-…` when it is not a
+    /// node.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The bees.
+    pub fn pool(&self) -> &Arc<BeePool> {
+        &self.pool
+    }
+
+    /// The cell cache, when it is on.
+    pub fn cache(&self) -> Option<&Arc<CellCache>> {
+        self.cache.as_ref()
+    }
+
+    /// How this process takes part in distributed statements.
+    pub fn swarm_config(&self) -> SwarmConfig {
+        SwarmConfig {
+            node: self.node.clone(),
+            distribute: self.settings.distribute,
+            poll: self.settings.poll,
+            heartbeat: self.settings.heartbeat,
+            deadline: self.settings.deadline,
+        }
+    }
+
+    /// A worker running the tasks other nodes assign to this node.
+    pub fn worker(&self) -> Worker {
+        Worker::new(
+            self.node.clone(),
+            self.lake.clone(),
+            self.pool.clone(),
+            self.cache.clone(),
+        )
+    }
+
+    /// This node's colony temperature now.
+    pub fn temperature(&self) -> Temperature {
+        Temperature::of(self.pool.load())
+    }
+
+    /// The heartbeat this node writes next: its capacity, load and cache.
+    pub fn heartbeat(&self, sequence: u64) -> Heartbeat {
+        Heartbeat {
+            load: NodeLoad::of(self.pool.load()),
+            cache: self.cache.as_ref().map(|c| c.summary()).unwrap_or_default(),
+            ..heartbeat_for(&self.node, sequence, &self.settings)
+        }
+    }
+
+    /// Wait while this node is hot, as `hot_writes` says: return at once when it is not
+    /// hot or writes ignore the temperature, wait (up to the deadline) when they block,
+    /// fail when they error.
+    ///
+    /// # Errors
+    /// [`Error::Overheated`] when the node is hot and writes error, or stays hot past the
+    /// deadline.
+    pub async fn cool_for_writes(&self) -> Result<Temperature> {
+        let started = std::time::Instant::now();
+        loop {
+            let temperature = self.temperature();
+            if temperature.band < Band::Hot || self.settings.hot_writes == HotWrites::Ignore {
+                return Ok(temperature);
+            }
+            if self.settings.hot_writes == HotWrites::Error
+                || started.elapsed() >= self.settings.deadline
+            {
+                return Err(Error::Overheated {
+                    node: self.node.clone(),
+                    temperature: temperature.to_string(),
+                    what: "writes".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The lake.
@@ -160,6 +260,7 @@ impl Apiary {
     /// A new SQL session starting in `default.default`.
     pub fn session(&self) -> QuerySession {
         QuerySession::new(self.lake.clone(), self.pool.clone())
+            .with_swarm(Some(self.swarm_config()), self.cache.clone())
     }
 
     /// Run one statement and return its rows. `USE` carries over to later calls.
@@ -280,10 +381,14 @@ impl Frame<'_> {
     /// # Errors
     /// As [`Lake::write`].
     pub async fn write(&self, batches: &[RecordBatch]) -> Result<WriteResult> {
-        self.apiary
+        let temperature = self.apiary.cool_for_writes().await?;
+        let mut result = self
+            .apiary
             .lake
             .write(&self.name, batches, WriteMode::Append)
-            .await
+            .await?;
+        result.temperature = Some(temperature);
+        Ok(result)
     }
 
     /// Replace the frame's rows with `batches` as one commit.
@@ -291,10 +396,14 @@ impl Frame<'_> {
     /// # Errors
     /// As [`Lake::write`].
     pub async fn overwrite(&self, batches: &[RecordBatch]) -> Result<WriteResult> {
-        self.apiary
+        let temperature = self.apiary.cool_for_writes().await?;
+        let mut result = self
+            .apiary
             .lake
             .write(&self.name, batches, WriteMode::Overwrite)
-            .await
+            .await?;
+        result.temperature = Some(temperature);
+        Ok(result)
     }
 
     /// All the frame's rows.
@@ -319,146 +428,4 @@ pub struct Status {
     pub frames: usize,
     /// Nodes with a heartbeat in the lake.
     pub nodes: Vec<NodeView>,
-}
-
-/// A heartbeat: what a node says about itself, rewritten every interval.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// Stable node id.
-    pub node: String,
-    /// Counter incremented with every heartbeat.
-    pub sequence: u64,
-    /// Writer's clock, milliseconds since the Unix epoch.
-    pub written_ms: u64,
-    /// Interval between heartbeats, in milliseconds.
-    pub interval_ms: u64,
-    /// Cores of the node.
-    pub cores: usize,
-    /// Memory of the node, in bytes.
-    pub memory: u64,
-    /// Bees of the node.
-    pub bees: usize,
-    /// Budget of each bee, in bytes.
-    pub budget: u64,
-}
-
-/// How a node looks from here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Liveness {
-    /// Heard from within three intervals.
-    Alive,
-    /// Silent for three to ten intervals.
-    Suspect,
-    /// Silent for longer.
-    Dead,
-}
-
-/// A node as seen through its heartbeat.
-#[derive(Debug, Clone)]
-pub struct NodeView {
-    /// The heartbeat.
-    pub heartbeat: Heartbeat,
-    /// How long ago it was written, by this node's clock.
-    pub age: Duration,
-    /// What that age means.
-    pub liveness: Liveness,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Read every heartbeat in the lake and judge each node's liveness by its age.
-///
-/// # Errors
-/// [`Error::Storage`] when the heartbeats cannot be listed.
-pub async fn world_view(lake: &Lake, default_interval: Duration) -> Result<Vec<NodeView>> {
-    let mut nodes = Vec::new();
-    for object in lake.meadow().list(HEARTBEATS).await? {
-        let key = object.location.to_string();
-        let Some(bytes) = lake.meadow().get(&key).await? else {
-            continue;
-        };
-        let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&bytes) else {
-            continue;
-        };
-        let age = Duration::from_millis(now_ms().saturating_sub(heartbeat.written_ms));
-        let interval = if heartbeat.interval_ms > 0 {
-            Duration::from_millis(heartbeat.interval_ms)
-        } else {
-            default_interval
-        };
-        let liveness = if age < interval * 3 {
-            Liveness::Alive
-        } else if age < interval * 10 {
-            Liveness::Suspect
-        } else {
-            Liveness::Dead
-        };
-        nodes.push(NodeView {
-            heartbeat,
-            age,
-            liveness,
-        });
-    }
-    nodes.sort_by(|a, b| a.heartbeat.node.cmp(&b.heartbeat.node));
-    Ok(nodes)
-}
-
-/// Write this node's heartbeat.
-///
-/// # Errors
-/// [`Error::Storage`] when the lake refuses the write.
-pub async fn write_heartbeat(lake: &Lake, heartbeat: &Heartbeat) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(heartbeat)
-        .map_err(|e| Error::Internal(format!("encoding a heartbeat: {e}")))?;
-    lake.meadow()
-        .put(&heartbeat_key(&heartbeat.node), Bytes::from(bytes))
-        .await
-}
-
-/// Remove this node's heartbeat: a graceful departure.
-///
-/// # Errors
-/// [`Error::Storage`] when the lake refuses the delete.
-pub async fn remove_heartbeat(lake: &Lake, node: &str) -> Result<()> {
-    lake.meadow().delete(&heartbeat_key(node)).await
-}
-
-fn heartbeat_key(node: &str) -> String {
-    format!("{HEARTBEATS}/{node}.json")
-}
-
-/// This machine's node id, created on first use and kept in `dir/node-id`.
-///
-/// # Errors
-/// [`Error::Io`] when the file cannot be read or written.
-pub fn node_id(dir: &std::path::Path) -> Result<String> {
-    let path = dir.join("node-id");
-    match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(&path, e)),
-    }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    std::fs::write(&path, &id).map_err(|e| Error::io(&path, e))?;
-    Ok(id)
-}
-
-/// The heartbeat this node would write next.
-pub fn heartbeat_for(node: &str, sequence: u64, settings: &Settings) -> Heartbeat {
-    Heartbeat {
-        node: node.to_owned(),
-        sequence,
-        written_ms: now_ms(),
-        interval_ms: settings.heartbeat.as_millis() as u64,
-        cores: settings.hardware.cores,
-        memory: settings.hardware.memory,
-        bees: settings.bees,
-        budget: settings.budget,
-    }
 }

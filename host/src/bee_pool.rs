@@ -8,6 +8,7 @@
 //! finish the fragments already taken.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -41,11 +42,35 @@ struct Job {
     reply: Sender<Result<FragmentOutput>>,
 }
 
+/// What the bees are doing right now, for heartbeats and the colony temperature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolLoad {
+    /// Bees running a fragment.
+    pub busy: usize,
+    /// Bees waiting for work.
+    pub idle: usize,
+    /// Fragments queued, not yet taken by a bee.
+    pub queued: usize,
+    /// Linear memory held by the running chambers, in bytes.
+    pub memory_in_use: u64,
+    /// What the chambers may hold at most: bees x budget.
+    pub memory_limit: u64,
+}
+
+/// Live counters shared by the pool and its bees.
+#[derive(Debug)]
+struct Gauges {
+    busy: AtomicUsize,
+    queued: AtomicUsize,
+    memory: Vec<Arc<AtomicU64>>,
+}
+
 /// A fixed set of bees running fragments in sealed chambers.
 pub struct BeePool {
     queue: Option<Sender<Job>>,
     bees: Vec<JoinHandle<()>>,
     config: PoolConfig,
+    gauges: Arc<Gauges>,
 }
 
 impl std::fmt::Debug for BeePool {
@@ -75,6 +100,11 @@ impl BeePool {
         }
         let (queue, jobs) = mpsc::channel::<Job>();
         let jobs = Arc::new(Mutex::new(jobs));
+        let gauges = Arc::new(Gauges {
+            busy: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            memory: (0..config.bees).map(|_| Arc::default()).collect(),
+        });
         let mut bees = Vec::with_capacity(config.bees);
         for bee in 0..config.bees {
             let scratch = config.scratch_root.join(format!("bee-{bee}"));
@@ -82,10 +112,11 @@ impl BeePool {
             let engine = engine.clone();
             let jobs = jobs.clone();
             let budget = config.budget;
+            let gauges = gauges.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("apiary-bee-{bee}"))
                 .stack_size(BEE_STACK)
-                .spawn(move || bee_loop(bee, &engine, budget, &scratch, &jobs))
+                .spawn(move || bee_loop(bee, &engine, budget, &scratch, &jobs, &gauges))
                 .map_err(|e| Error::io(&config.scratch_root, e))?;
             bees.push(handle);
         }
@@ -93,12 +124,34 @@ impl BeePool {
             queue: Some(queue),
             bees,
             config,
+            gauges,
         })
     }
 
     /// The pool's configuration.
     pub fn config(&self) -> &PoolConfig {
         &self.config
+    }
+
+    /// What the bees are doing now.
+    pub fn load(&self) -> PoolLoad {
+        let busy = self
+            .gauges
+            .busy
+            .load(Ordering::Relaxed)
+            .min(self.config.bees);
+        PoolLoad {
+            busy,
+            idle: self.config.bees - busy,
+            queued: self.gauges.queued.load(Ordering::Relaxed),
+            memory_in_use: self
+                .gauges
+                .memory
+                .iter()
+                .map(|m| m.load(Ordering::Relaxed))
+                .sum(),
+            memory_limit: self.config.budget * self.config.bees as u64,
+        }
     }
 
     /// Queue `fragment` with the pool's default deadline; the answer arrives on the
@@ -125,11 +178,16 @@ impl BeePool {
             deadline,
             reply,
         };
-        self.queue
+        self.gauges.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = self
+            .queue
             .as_ref()
-            .ok_or(Error::PoolClosed)?
-            .send(job)
-            .map_err(|_| Error::PoolClosed)?;
+            .ok_or(Error::PoolClosed)
+            .and_then(|q| q.send(job).map_err(|_| Error::PoolClosed));
+        if let Err(err) = sent {
+            self.gauges.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(err);
+        }
         Ok(answer)
     }
 
@@ -160,7 +218,9 @@ fn bee_loop(
     budget: u64,
     scratch: &Path,
     jobs: &Mutex<Receiver<Job>>,
+    gauges: &Gauges,
 ) {
+    let memory = gauges.memory.get(bee).cloned();
     loop {
         // Hold the lock only while taking a job, never while running one.
         let job = match jobs.lock() {
@@ -168,8 +228,17 @@ fn bee_loop(
             Err(poisoned) => poisoned.into_inner().recv(),
         };
         let Ok(job) = job else { return };
+        gauges.queued.fetch_sub(1, Ordering::Relaxed);
+        gauges.busy.fetch_add(1, Ordering::Relaxed);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            engine.run(bee, budget, job.deadline, scratch, &job.fragment)
+            engine.run(
+                bee,
+                budget,
+                job.deadline,
+                scratch,
+                &job.fragment,
+                memory.clone(),
+            )
         }))
         .unwrap_or_else(|panic| {
             let message = panic
@@ -188,6 +257,10 @@ fn bee_loop(
             (Ok(_), Err(err)) => Err(err),
             (outcome, _) => outcome,
         };
+        if let Some(memory) = &memory {
+            memory.store(0, Ordering::Relaxed);
+        }
+        gauges.busy.fetch_sub(1, Ordering::Relaxed);
         // The submitter may have stopped waiting; that is not the bee's problem.
         let _ = job.reply.send(outcome);
     }

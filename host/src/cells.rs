@@ -2,7 +2,9 @@
 //!
 //! [`CellFiles`] is the host's [`ByteSource`] over a list of local Parquet files: cell `i` is
 //! the `i`-th file. Every read is counted, so tests and `EXPLAIN ANALYZE` can tell how many
-//! bytes really crossed into a chamber.
+//! bytes really crossed into a chamber. [`MeadowCells`] serves cells of the lake the same
+//! way, through the node's [cell cache](crate::swarm::CellCache) when it has one, and counts
+//! the bytes it had to fetch from storage.
 
 use std::fs::File;
 use std::ops::Range;
@@ -14,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use apiary_engine::{ByteSource, CellId, CellRef};
 use bytes::Bytes;
 
-use crate::{Error, Result};
+use crate::swarm::CellCache;
+use crate::{Error, Meadow, Result};
 
 /// Counts the reads served to chambers.
 #[derive(Debug, Default)]
@@ -105,5 +108,68 @@ impl ByteSource for CellFiles {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         self.counter.add(buf.len() as u64);
         Ok(Bytes::from(buf))
+    }
+}
+
+/// Cells in the meadow, served to a chamber by byte range.
+#[derive(Debug)]
+pub(crate) struct MeadowCells {
+    meadow: Meadow,
+    runtime: tokio::runtime::Handle,
+    cells: Vec<(String, u64)>,
+    cache: Option<Arc<CellCache>>,
+    fetched: Arc<ReadCounter>,
+}
+
+impl MeadowCells {
+    /// Cells `cells` (key, size) of `meadow`, cell `i` being the `i`-th.
+    pub(crate) fn new(
+        meadow: Meadow,
+        cells: Vec<(String, u64)>,
+        cache: Option<Arc<CellCache>>,
+    ) -> Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| Error::Internal(format!("queries need a tokio runtime: {e}")))?;
+        Ok(Self {
+            meadow,
+            runtime,
+            cells,
+            cache,
+            fetched: Arc::default(),
+        })
+    }
+
+    /// Key and size of cell `id`.
+    pub(crate) fn cell(&self, id: CellId) -> Option<(String, u64)> {
+        self.cells.get(id as usize).cloned()
+    }
+}
+
+impl ByteSource for MeadowCells {
+    fn size(&self, cell: CellId) -> std::result::Result<u64, String> {
+        self.cells
+            .get(cell as usize)
+            .map(|c| c.1)
+            .ok_or_else(|| format!("cell {cell} is not part of this query"))
+    }
+
+    fn read(&self, cell: CellId, range: Range<u64>) -> std::result::Result<Bytes, String> {
+        let (key, _) = self
+            .cells
+            .get(cell as usize)
+            .ok_or_else(|| format!("cell {cell} is not part of this query"))?;
+        let lake = self.meadow.uri();
+        if let Some(bytes) = self.cache.as_ref().and_then(|c| c.get(lake, key, &range)) {
+            return Ok(bytes);
+        }
+        let bytes = self
+            .runtime
+            .block_on(self.meadow.get_range(key, range.clone()))
+            .map_err(|e| e.to_string())?;
+        self.fetched.add(bytes.len() as u64);
+        if let Some(cache) = &self.cache {
+            cache.put(lake, key, &range, &bytes);
+        }
+        Ok(bytes)
     }
 }

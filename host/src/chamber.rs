@@ -15,7 +15,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -266,6 +266,7 @@ impl ChamberEngine {
 
     /// Run `fragment` in a fresh chamber for `bee`, with a hard `budget` of linear memory,
     /// a `deadline`, and `scratch` (an existing, empty directory) as its only filesystem.
+    /// `memory_gauge`, when given, follows the chamber's linear memory as it grows.
     ///
     /// # Errors
     /// [`Error::MemoryExceeded`], [`Error::Timeout`], [`Error::GuestError`] or
@@ -277,6 +278,7 @@ impl ChamberEngine {
         deadline: Duration,
         scratch: &Path,
         fragment: &Fragment,
+        memory_gauge: Option<Arc<AtomicU64>>,
     ) -> Result<FragmentOutput> {
         if budget > self.max_budget {
             return Err(Error::Config(format!(
@@ -292,7 +294,7 @@ impl ChamberEngine {
         let state = ChamberState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: BudgetLimiter::new(budget),
+            limiter: BudgetLimiter::new(budget).with_gauge(memory_gauge),
             source: fragment.source.clone(),
             max_read: budget,
             bytes_read: 0,

@@ -24,8 +24,9 @@ use rustyline::{Context, Editor, Helper};
 
 use crate::config::{Settings, Source, data_dir};
 use crate::load::{LoadOptions, LoadProgress, load};
+use crate::swarm::heartbeat::FORGET_AFTER;
 use crate::{
-    Apiary, Error, Lake, Liveness, QueryOutput, QuerySession, Result, heartbeat_for, node_id,
+    Apiary, Error, Lake, Liveness, QueryOutput, QuerySession, Result, WorldView, node_id,
     remove_heartbeat, world_view, write_heartbeat,
 };
 
@@ -409,18 +410,19 @@ pub fn run_status(settings: &Settings) -> Result<String> {
             line(
                 "node",
                 format!(
-                    "{} {} (heard {:.1} s ago): {} bees x {} MiB, {} cores, {} MiB",
+                    "{} {} (heard {:.1} s ago): {} bees x {} MiB, {} cores, {} MiB; {} busy, {} queued, {}; cache {} of {} MiB",
                     hb.node,
-                    match node.liveness {
-                        Liveness::Alive => "alive",
-                        Liveness::Suspect => "suspect",
-                        Liveness::Dead => "dead",
-                    },
+                    node.liveness.as_str(),
                     node.age.as_secs_f64(),
                     hb.bees,
                     hb.budget / MIB,
                     hb.cores,
-                    hb.memory / MIB
+                    hb.memory / MIB,
+                    hb.load.busy,
+                    hb.load.queued,
+                    hb.load.temperature,
+                    hb.cache.bytes / MIB,
+                    hb.cache.limit / MIB,
                 ),
             );
         }
@@ -428,18 +430,24 @@ pub fn run_status(settings: &Settings) -> Result<String> {
     })
 }
 
-/// `apiary node`: join the lake, write a heartbeat every interval until SIGINT or SIGTERM,
-/// then leave (delete the heartbeat). Heartbeats dead for over an hour are removed.
+/// `apiary node`: join the lake and serve the swarm until SIGINT or SIGTERM, then leave
+/// (delete the heartbeat). Every heartbeat interval the node writes its heartbeat (with its
+/// load, temperature and cache), reads the others' and logs every change it sees (joined,
+/// suspect, dead, left); every poll interval its worker looks for tasks assigned to it.
+/// Heartbeats dead for over an hour are removed.
 ///
 /// # Errors
 /// [`Error::Storage`] when heartbeats cannot be written; [`Error::Guest`] when the chamber
-/// guest is missing.
+/// guest cannot be loaded.
 pub fn run_node(settings: &Settings, node_dir: Option<&Path>) -> Result<String> {
     let rt = runtime()?;
     rt.block_on(async {
-        let apiary = Apiary::open(&settings.lake, settings.clone()).await?;
         let id = node_id(node_dir.unwrap_or(&data_dir()))?;
+        let apiary = Apiary::open(&settings.lake, settings.clone())
+            .await?
+            .with_node(id.clone());
         let lake = apiary.lake().clone();
+        let mut worker = apiary.worker();
         eprintln!(
             "node {id} joined {} with {} bees x {} MiB; stop with Ctrl-C",
             settings.lake,
@@ -450,18 +458,53 @@ pub fn run_node(settings: &Settings, node_dir: Option<&Path>) -> Result<String> 
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .map_err(|e| Error::Internal(format!("listening for SIGTERM: {e}")))?;
         let mut sequence = 0;
+        let mut world = WorldView::new();
+        let mut seen: std::collections::BTreeMap<String, Liveness> = Default::default();
+        let mut beat = tokio::time::interval(settings.heartbeat);
+        let mut poll = tokio::time::interval(settings.poll);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            write_heartbeat(&lake, &heartbeat_for(&id, sequence, settings)).await?;
-            sequence += 1;
-            for node in world_view(&lake, settings.heartbeat).await? {
-                if node.liveness == Liveness::Dead && node.age > Duration::from_secs(3600) {
-                    let _ = remove_heartbeat(&lake, &node.heartbeat.node).await;
-                }
-            }
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = terminate.recv() => break,
-                () = tokio::time::sleep(settings.heartbeat) => {}
+                _ = beat.tick() => {
+                    if let Err(err) = write_heartbeat(&lake, &apiary.heartbeat(sequence)).await {
+                        eprintln!("node {id}: could not write the heartbeat: {err}");
+                    }
+                    sequence += 1;
+                    let nodes = match world.refresh(&lake, settings.heartbeat).await {
+                        Ok(nodes) => nodes,
+                        Err(err) => {
+                            eprintln!("node {id}: could not read heartbeats: {err}");
+                            continue;
+                        }
+                    };
+                    let mut now = std::collections::BTreeMap::new();
+                    for node in &nodes {
+                        let name = &node.heartbeat.node;
+                        if *name != id && seen.get(name) != Some(&node.liveness) {
+                            eprintln!(
+                                "world: {name} {} (silent {:.1} s)",
+                                node.liveness.as_str(),
+                                node.age.as_secs_f64()
+                            );
+                        }
+                        if node.liveness == Liveness::Dead && node.age > FORGET_AFTER {
+                            let _ = remove_heartbeat(&lake, name).await;
+                        }
+                        now.insert(name.clone(), node.liveness);
+                    }
+                    for name in seen.keys().filter(|n| !now.contains_key(*n)) {
+                        eprintln!("world: {name} left");
+                    }
+                    seen = now;
+                }
+                _ = poll.tick() => {
+                    if let Err(err) = worker.poll().await {
+                        eprintln!("node {id}: could not look for tasks: {err}");
+                    }
+                }
             }
         }
         remove_heartbeat(&lake, &id).await?;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::swarm::{Distribute, HotWrites};
 use crate::{Error, Result};
 
 const MIB: u64 = 1 << 20;
@@ -104,6 +105,11 @@ struct FileConfig {
     deadline_secs: Option<u64>,
     cache_dir: Option<PathBuf>,
     heartbeat_secs: Option<u64>,
+    poll_ms: Option<u64>,
+    distribute: Option<String>,
+    cell_cache_dir: Option<PathBuf>,
+    cell_cache_mib: Option<u64>,
+    hot_writes: Option<String>,
 }
 
 /// Values given on the command line; `None` leaves the setting to the file, environment or
@@ -118,6 +124,8 @@ pub struct Overrides {
     pub budget_mib: Option<u64>,
     /// `--deadline-secs`
     pub deadline_secs: Option<u64>,
+    /// `--distribute`
+    pub distribute: Option<String>,
 }
 
 /// A node's resolved settings.
@@ -135,6 +143,17 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     /// How often a node writes its heartbeat.
     pub heartbeat: Duration,
+    /// How often workers look for tasks and coordinators for results.
+    pub poll: Duration,
+    /// When split statements go to other nodes.
+    pub distribute: Distribute,
+    /// Where the cell cache lives.
+    pub cell_cache_dir: PathBuf,
+    /// Size limit of the cell cache in bytes; `None` for the default (2 GiB, or a quarter
+    /// of the free disk when less); 0 turns the cache off.
+    pub cell_cache: Option<u64>,
+    /// What writes do while the node is hot.
+    pub hot_writes: HotWrites,
     /// The machine the defaults were derived from.
     pub hardware: Hardware,
     /// The configuration file that was read, if any.
@@ -184,6 +203,11 @@ impl Settings {
             deadline: Duration::from_secs(600),
             cache_dir: crate::default_cache_dir(),
             heartbeat: Duration::from_secs(5),
+            poll: Duration::from_millis(250),
+            distribute: Distribute::Auto,
+            cell_cache_dir: crate::default_cache_dir().join("cells"),
+            cell_cache: None,
+            hot_writes: HotWrites::Block,
             hardware,
             file: None,
             sources: BTreeMap::new(),
@@ -334,6 +358,78 @@ impl Settings {
             }
         };
 
+        let poll = match pick(
+            "poll_ms",
+            file.poll_ms.map(|h| h.to_string()),
+            "APIARY_POLL_MS",
+            None,
+            "poll-ms",
+        ) {
+            None => defaults.poll,
+            Some((value, source)) => Duration::from_millis(parse_in(
+                &value,
+                &source,
+                "poll_ms",
+                10,
+                60_000,
+                "milliseconds",
+            )? as u64),
+        };
+
+        let distribute = match pick(
+            "distribute",
+            file.distribute,
+            "APIARY_DISTRIBUTE",
+            flags.distribute.clone(),
+            "distribute",
+        ) {
+            None => defaults.distribute,
+            Some((value, source)) => Distribute::parse(&value).ok_or_else(|| {
+                Error::Config(format!(
+                    "distribute = `{value}` (from {source}): expected auto, always or never"
+                ))
+            })?,
+        };
+
+        let cell_cache_dir = match pick(
+            "cell_cache_dir",
+            file.cell_cache_dir.map(|p| p.display().to_string()),
+            "APIARY_CELL_CACHE_DIR",
+            None,
+            "cell-cache-dir",
+        ) {
+            None => cache_dir.join("cells"),
+            Some((value, _)) => PathBuf::from(value),
+        };
+
+        let cell_cache = match pick(
+            "cell_cache_mib",
+            file.cell_cache_mib.map(|m| m.to_string()),
+            "APIARY_CELL_CACHE_MIB",
+            None,
+            "cell-cache-mib",
+        ) {
+            None => None,
+            Some((value, source)) => {
+                Some(parse_in(&value, &source, "cell_cache_mib", 0, 1 << 30, "MiB")? as u64 * MIB)
+            }
+        };
+
+        let hot_writes = match pick(
+            "hot_writes",
+            file.hot_writes,
+            "APIARY_HOT_WRITES",
+            None,
+            "hot-writes",
+        ) {
+            None => defaults.hot_writes,
+            Some((value, source)) => HotWrites::parse(&value).ok_or_else(|| {
+                Error::Config(format!(
+                    "hot_writes = `{value}` (from {source}): expected block, error or ignore"
+                ))
+            })?,
+        };
+
         Ok(Self {
             lake,
             bees,
@@ -341,6 +437,11 @@ impl Settings {
             deadline,
             cache_dir,
             heartbeat,
+            poll,
+            distribute,
+            cell_cache_dir,
+            cell_cache,
+            hot_writes,
             hardware,
             file: path,
             sources,
@@ -372,7 +473,22 @@ impl Settings {
              deadline_secs = {deadline}\n\
              \n\
              # How often `apiary node` writes its heartbeat, in seconds.\n\
-             heartbeat_secs = {heartbeat}\n",
+             heartbeat_secs = {heartbeat}\n\
+             \n\
+             # How often workers look for tasks and coordinators for results, in milliseconds.\n\
+             poll_ms = {poll}\n\
+             \n\
+             # When split statements go to other nodes: auto (when they have more fragments than\n\
+             # this node has bees), always, or never.\n\
+             distribute = \"{distribute}\"\n\
+             \n\
+             # The cell cache: byte ranges of cells kept on local disk. Default size: 2 GiB, or a\n\
+             # quarter of the free disk when less; 0 turns it off.\n\
+             cell_cache_dir = {cell_cache_dir:?}\n\
+             # cell_cache_mib = 2048\n\
+             \n\
+             # What writes do while the node is hot: block (wait up to the deadline), error, ignore.\n\
+             hot_writes = \"{hot_writes}\"\n",
             cores = self.hardware.cores,
             memory = self.hardware.memory / MIB,
             cgroup = if self.hardware.cgroup_limited {
@@ -388,6 +504,10 @@ impl Settings {
             budget = self.budget / MIB,
             deadline = self.deadline.as_secs(),
             heartbeat = self.heartbeat.as_secs(),
+            poll = self.poll.as_millis(),
+            distribute = self.distribute.as_str(),
+            cell_cache_dir = self.cell_cache_dir.display().to_string(),
+            hot_writes = self.hot_writes.as_str(),
         )
     }
 }
@@ -407,7 +527,8 @@ fn read_file(path: &Path) -> Result<FileConfig> {
         let keys = if message.contains("expected one of") {
             ""
         } else {
-            "; allowed keys: lake, bees, budget_mib, deadline_secs, cache_dir, heartbeat_secs"
+            "; allowed keys: lake, bees, budget_mib, deadline_secs, cache_dir, heartbeat_secs, \
+             poll_ms, distribute, cell_cache_dir, cell_cache_mib, hot_writes"
         };
         Error::Config(format!(
             "configuration file {}{}: {message}{keys}",

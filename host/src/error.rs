@@ -123,6 +123,87 @@ pub enum Error {
     /// The pool was shut down before the task could run.
     #[error("the bee pool has shut down")]
     PoolClosed,
+    /// A fragment of a distributed statement failed on every node that tried it.
+    #[error(
+        "{fragment} of query {query} was abandoned after {} attempts over {}: {}; \
+         check the nodes with `apiary status`, then give bees a larger budget or run the \
+         statement on one node with --distribute never",
+        attempts.len(),
+        cells_list(cells),
+        attempts_list(attempts)
+    )]
+    Abandoned {
+        /// The statement's id.
+        query: String,
+        /// Which fragment.
+        fragment: String,
+        /// The cells it reads.
+        cells: Vec<String>,
+        /// Every attempt, in order.
+        attempts: Vec<Attempt>,
+    },
+    /// A fragment failed on another node in a way no other node would avoid.
+    #[error("{fragment} failed on node {node}: {message}")]
+    Remote {
+        /// The node that ran it.
+        node: String,
+        /// Which fragment.
+        fragment: String,
+        /// What the node reported.
+        message: String,
+    },
+    /// The node is too busy for what was asked.
+    #[error(
+        "node {node} is {temperature} and refuses {what}; retry when it has cooled (see \
+         `apiary status`) or send the work to another node"
+    )]
+    Overheated {
+        /// The node.
+        node: String,
+        /// Its colony temperature.
+        temperature: String,
+        /// What it refused: `new queries`, `writes`.
+        what: String,
+    },
+}
+
+/// One try of a distributed fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The node that was given the fragment.
+    pub node: String,
+    /// Why the attempt failed.
+    pub error: String,
+    /// How long it ran before it failed (or was given up on).
+    pub elapsed: Duration,
+}
+
+fn cells_list(cells: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = format!("{} cells (", cells.len());
+    text.push_str(&cells[..cells.len().min(SHOWN)].join(", "));
+    if cells.len() > SHOWN {
+        text.push_str(&format!(", and {} more", cells.len() - SHOWN));
+    }
+    text.push(')');
+    text
+}
+
+fn attempts_list(attempts: &[Attempt]) -> String {
+    attempts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            format!(
+                "attempt {} on node {} failed after {:.1} s: {}",
+                i + 1,
+                a.node,
+                a.elapsed.as_secs_f64(),
+                a.error
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Error {

@@ -8,7 +8,9 @@
 //! or the pool down with it.
 //!
 //! It also owns the lake ([`Lake`]): the meadow (object storage), the namespace registry,
-//! frame ledgers with conditional commits, the write path and vacuum.
+//! frame ledgers with conditional commits, the write path and vacuum; and the [swarm]:
+//! heartbeats, the world view, distributed statements through query manifests, the cell
+//! cache and the colony temperature.
 
 mod api;
 mod bee_pool;
@@ -26,22 +28,25 @@ pub mod leafcutter;
 mod limits;
 pub mod load;
 mod query;
+pub mod swarm;
 mod tpch;
 
-pub use api::{
-    Apiary, Frame, Heartbeat, Liveness, NodeView, Status, heartbeat_for, node_id, remove_heartbeat,
-    world_view, write_heartbeat,
-};
+pub use api::{Apiary, Frame, Status};
 pub use apiary_engine::{CellRef, MergeKind, Stage, TableCells};
-pub use bee_pool::{BeePool, PoolConfig};
+pub use bee_pool::{BeePool, PoolConfig, PoolLoad};
 pub use cells::{CellFiles, ReadCounter};
 pub use chamber::{ChamberEngine, ChamberStats, Fragment, FragmentOutput};
 pub use config::{Hardware, Overrides, Settings, Source};
-pub use error::{Error, GuestErrorKind, Result};
+pub use error::{Attempt, Error, GuestErrorKind, Result};
 pub use guest::{GuestArtifact, default_cache_dir, find_component, find_guest};
 pub use lake::{
     FrameEntry, FrameWrite, Lake, Meadow, RegistryState, VacuumReport, WriteMode, WriteOptions,
     WriteResult,
 };
 pub use query::{FragmentRun, MergeRun, QueryOutput, QuerySession};
+pub use swarm::coordinator::Coordination;
+pub use swarm::{
+    CellCache, Distribute, Heartbeat, Liveness, NodeView, SwarmConfig, Temperature, WorldView,
+    heartbeat_for, node_id, remove_heartbeat, world_view, write_heartbeat,
+};
 pub use tpch::{TPCH_QUERIES, TPCH_TABLES, cell_writer_properties, generate_tpch};

@@ -6,6 +6,9 @@
 //! than trapping here) lets guest code that handles a failed allocation carry on; Rust's
 //! default allocator aborts, which traps, and the host classifies it by the flag set here.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use wasmtime::ResourceLimiter;
 
 /// Caps a chamber's linear memory at a budget and records its peak.
@@ -15,6 +18,7 @@ pub(crate) struct BudgetLimiter {
     in_use: u64,
     peak: u64,
     refused: Option<u64>,
+    gauge: Option<Arc<AtomicU64>>,
 }
 
 impl BudgetLimiter {
@@ -24,7 +28,15 @@ impl BudgetLimiter {
             in_use: 0,
             peak: 0,
             refused: None,
+            gauge: None,
         }
+    }
+
+    /// Also publish the bytes in use to `gauge` as they change (the colony temperature
+    /// reads it while the chamber runs).
+    pub(crate) fn with_gauge(mut self, gauge: Option<Arc<AtomicU64>>) -> Self {
+        self.gauge = gauge;
+        self
     }
 
     /// Peak bytes of linear memory held.
@@ -53,6 +65,9 @@ impl ResourceLimiter for BudgetLimiter {
         }
         self.in_use = total;
         self.peak = self.peak.max(total);
+        if let Some(gauge) = &self.gauge {
+            gauge.store(total, Ordering::Relaxed);
+        }
         Ok(true)
     }
 

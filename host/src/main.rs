@@ -34,6 +34,11 @@ struct Cli {
     /// Deadline of each fragment in seconds [env: APIARY_DEADLINE_SECS; default: 600].
     #[arg(long, global = true)]
     deadline_secs: Option<u64>,
+    /// When split statements go to other nodes of the swarm: auto (when they have more
+    /// fragments than this node has bees), always, or never [env: APIARY_DISTRIBUTE;
+    /// default: auto].
+    #[arg(long, global = true)]
+    distribute: Option<String>,
     /// Log what happens (repeat for more); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -199,6 +204,7 @@ fn run(cli: Cli) -> Result<String, Error> {
         bees: cli.bees,
         budget_mib: cli.budget_mib,
         deadline_secs: cli.deadline_secs,
+        distribute: cli.distribute,
     };
     let settings = || Settings::load(cli.config.as_deref(), &flags);
     match cli.command {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use apiary_engine::arrow::array::{ArrayRef, BooleanArray, UInt64Array};
 use apiary_engine::arrow::datatypes::{DataType, SchemaRef};
 use apiary_engine::arrow::record_batch::RecordBatch;
-use apiary_engine::lake::{CellMeta, ColumnStats};
+use apiary_engine::lake::{CellMeta, ColumnStats, FrameSchema};
 use apiary_engine::{
     ByteSource, CellId, CellRef, IpcChunker, MergeKind, Stage, TableCells, merge_kind,
     split_optimizer_rules,
@@ -45,7 +45,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::{BeePool, ChamberStats, Error, Fragment, Lake, Meadow, Result};
+use crate::cells::MeadowCells;
+use crate::swarm::coordinator::{Coordination, Coordinator, Statement};
+use crate::swarm::{Band, CellCache, SwarmConfig, Temperature};
+use crate::{BeePool, ChamberStats, Error, Fragment, Lake, Result};
 use crate::{commands, leafcutter};
 
 /// The answer to one statement and what it took.
@@ -64,6 +67,10 @@ pub struct QueryOutput {
     pub fragments: Vec<FragmentRun>,
     /// How a split statement's partial results were merged.
     pub merge: Option<MergeRun>,
+    /// How the swarm ran the fragments, when other nodes took part.
+    pub coordination: Option<Coordination>,
+    /// This node's colony temperature when the statement started.
+    pub temperature: Option<Temperature>,
     /// Lines for the user besides the rows: what a command did, a frame's totals.
     pub notes: Vec<String>,
 }
@@ -78,6 +85,8 @@ impl QueryOutput {
             cells_scanned: 0,
             fragments: Vec::new(),
             merge: None,
+            coordination: None,
+            temperature: None,
             notes,
         }
     }
@@ -91,6 +100,8 @@ impl QueryOutput {
             cells_scanned: 0,
             fragments: Vec::new(),
             merge: None,
+            coordination: None,
+            temperature: None,
             notes: vec![note],
         }
     }
@@ -103,6 +114,10 @@ pub struct FragmentRun {
     pub label: String,
     /// Cells it was given.
     pub cells: usize,
+    /// The node that ran it; `None` for this node.
+    pub node: Option<String>,
+    /// Attempts it took (more than 1 when it was reassigned).
+    pub attempts: u32,
     /// The chamber's measurements.
     pub stats: ChamberStats,
 }
@@ -127,6 +142,9 @@ pub struct QuerySession {
     pub(crate) hive: String,
     pub(crate) box_name: String,
     max_group_bytes: u64,
+    fragment_cap: Option<u64>,
+    cache: Option<Arc<CellCache>>,
+    swarm: Option<SwarmConfig>,
 }
 
 impl fmt::Debug for QuerySession {
@@ -150,6 +168,7 @@ struct FramePruning {
 struct Prepared {
     sql: String,
     tables: Vec<TableCells>,
+    schemas: Vec<FrameSchema>,
     source: Arc<MeadowCells>,
     frames: Vec<FramePruning>,
     plan: Plan,
@@ -230,7 +249,19 @@ impl QuerySession {
             hive,
             box_name,
             max_group_bytes,
+            fragment_cap: None,
+            cache: None,
+            swarm: None,
         }
+    }
+
+    /// Read cells through `cache`, and share split statements with the swarm as `swarm`
+    /// says.
+    #[must_use]
+    pub fn with_swarm(mut self, swarm: Option<SwarmConfig>, cache: Option<Arc<CellCache>>) -> Self {
+        self.swarm = swarm;
+        self.cache = cache;
+        self
     }
 
     /// Cap the cells one fragment may take, in bytes (default: a quarter of a bee's budget).
@@ -238,6 +269,7 @@ impl QuerySession {
     #[must_use]
     pub fn with_max_fragment_bytes(mut self, bytes: u64) -> Self {
         self.max_group_bytes = bytes.max(1);
+        self.fragment_cap = Some(self.max_group_bytes);
         self
     }
 
@@ -260,14 +292,34 @@ impl QuerySession {
 
     /// Plan `sql` on the host, prune, and run it in a chamber.
     pub(crate) async fn query(&self, sql: &str) -> Result<QueryOutput> {
+        let temperature = self.admit()?;
         let prepared = self.prepare(sql).await?;
-        self.run(prepared).await
+        let mut output = self.run(prepared).await?;
+        output.temperature = Some(temperature);
+        Ok(output)
+    }
+
+    /// This node's temperature, or [`Error::Overheated`] when it is critical.
+    fn admit(&self) -> Result<Temperature> {
+        let temperature = Temperature::of(self.pool.load());
+        if temperature.band == Band::Critical {
+            return Err(Error::Overheated {
+                node: self
+                    .swarm
+                    .as_ref()
+                    .map_or_else(|| "this node".to_owned(), |s| s.node.clone()),
+                temperature: temperature.to_string(),
+                what: "new queries".into(),
+            });
+        }
+        Ok(temperature)
     }
 
     async fn run(&self, prepared: Prepared) -> Result<QueryOutput> {
         let Prepared {
             sql,
             tables,
+            schemas,
             source,
             frames,
             plan,
@@ -279,7 +331,7 @@ impl QuerySession {
             self.fragment(&sql, tables, source)
         };
         let pool = self.pool.clone();
-        let (schema, batches, fragments, merge) = match plan {
+        let (schema, batches, fragments, merge, coordination) = match plan {
             Plan::Whole(reason) => {
                 tracing::info!(reason, "statement runs whole in one chamber");
                 let cells = tables.iter().map(|t| t.cells.len()).sum();
@@ -288,9 +340,11 @@ impl QuerySession {
                 let run = FragmentRun {
                     label: "the fragment".into(),
                     cells,
+                    node: None,
+                    attempts: 1,
                     stats: output.stats,
                 };
-                (output.schema, output.batches, vec![run], None)
+                (output.schema, output.batches, vec![run], None, None)
             }
             Plan::Split { kind, groups } => {
                 tracing::info!(
@@ -302,6 +356,60 @@ impl QuerySession {
                     .into_iter()
                     .next()
                     .ok_or_else(|| Error::Internal("a split statement without a table".into()))?;
+                if let (Some(config), Some(schema)) = (&self.swarm, schemas.into_iter().next()) {
+                    let coordinator = Coordinator {
+                        lake: &self.lake,
+                        pool: &self.pool,
+                        cache: self.cache.clone(),
+                        config,
+                        fragment_cap: self.fragment_cap,
+                    };
+                    let statement = Statement {
+                        sql: sql.clone(),
+                        namespace: (self.hive.clone(), self.box_name.clone()),
+                        table: table.name.clone(),
+                        schema,
+                        kind,
+                        cells: table
+                            .cells
+                            .iter()
+                            .filter_map(|c| source.cell(c.id))
+                            .collect(),
+                    };
+                    if let Some((runs, coordination)) =
+                        coordinator.run(&statement, groups.len()).await?
+                    {
+                        let merged = self
+                            .merge(
+                                kind,
+                                &sql,
+                                table,
+                                runs.iter().map(|r| (r.schema.clone(), &r.batches)),
+                            )
+                            .await?;
+                        let runs = runs
+                            .into_iter()
+                            .map(|r| FragmentRun {
+                                node: (r.node != config.node).then_some(r.node),
+                                label: r.label,
+                                cells: r.cells,
+                                attempts: r.attempts,
+                                stats: r.stats,
+                            })
+                            .collect();
+                        return Ok(QueryOutput {
+                            schema: merged.0,
+                            batches: merged.1,
+                            cells_total,
+                            cells_scanned,
+                            fragments: runs,
+                            merge: Some(merged.2),
+                            coordination: Some(coordination),
+                            temperature: None,
+                            notes: Vec::new(),
+                        });
+                    }
+                }
                 let count = groups.len();
                 let partials: Vec<Fragment> = groups
                     .into_iter()
@@ -353,10 +461,12 @@ impl QuerySession {
                     .map(|((label, cells), o)| FragmentRun {
                         label,
                         cells,
+                        node: None,
+                        attempts: 1,
                         stats: o.stats,
                     })
                     .collect();
-                (merged.0, merged.1, runs, Some(merged.2))
+                (merged.0, merged.1, runs, Some(merged.2), None)
             }
         };
         Ok(QueryOutput {
@@ -366,6 +476,8 @@ impl QuerySession {
             cells_scanned,
             fragments,
             merge,
+            coordination,
+            temperature: None,
             notes: Vec::new(),
         })
     }
@@ -513,12 +625,43 @@ impl QuerySession {
         }
         if analyze {
             let output = self.run(prepared).await?;
+            if let Some(t) = &output.temperature {
+                rows.push((
+                    "temperature".into(),
+                    format!("{t} when the statement started"),
+                ));
+            }
+            if let Some(c) = &output.coordination {
+                rows.push((
+                    "swarm".into(),
+                    format!(
+                        "query {} on {} nodes ({}): {} manifest writes, {} polls, {} reassigned, {:.1} ms from manifest to last partial result",
+                        c.query,
+                        c.nodes.len(),
+                        c.nodes.join(", "),
+                        c.manifest_writes,
+                        c.polls,
+                        c.reassigned,
+                        c.elapsed.as_secs_f64() * 1e3
+                    ),
+                ));
+            }
             for run in &output.fragments {
                 let stats = &run.stats;
+                let node = run
+                    .node
+                    .as_ref()
+                    .map(|n| format!("node {n}, "))
+                    .unwrap_or_default();
+                let attempts = if run.attempts > 1 {
+                    format!(" (attempt {})", run.attempts)
+                } else {
+                    String::new()
+                };
                 rows.push((
-                    run.label.clone(),
+                    format!("{}{attempts}", run.label),
                     format!(
-                        "bee {}: {} cells, {} bytes read in {} reads, {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget",
+                        "{node}bee {}: {} cells, {} bytes read in {} reads, {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget",
                         stats.bee,
                         run.cells,
                         stats.bytes_read,
@@ -625,6 +768,7 @@ impl QuerySession {
             frames.entry(scan.frame).or_default().push(scan.filters);
         }
         let mut tables = Vec::new();
+        let mut schemas = Vec::new();
         let mut keys = Vec::new();
         let mut pruned = Vec::new();
         for (name, filters) in frames {
@@ -652,12 +796,18 @@ impl QuerySession {
                 cells: refs,
                 schema: Some(schema),
             });
+            schemas.push(frame_state.schema.clone());
         }
-        let source = Arc::new(MeadowCells::new(self.lake.meadow().clone(), keys)?);
+        let source = Arc::new(MeadowCells::new(
+            self.lake.meadow().clone(),
+            keys,
+            self.cache.clone(),
+        )?);
         let plan = self.plan(&physical, scan_count, &tables);
         Ok(Prepared {
             sql: sql.to_owned(),
             tables,
+            schemas,
             source,
             frames: pruned,
             plan,
@@ -933,45 +1083,6 @@ impl PruningStatistics for CellStatistics<'_> {
         _values: &std::collections::HashSet<ScalarValue>,
     ) -> Option<BooleanArray> {
         None
-    }
-}
-
-/// Cells in the meadow, served to a chamber by byte range.
-#[derive(Debug)]
-struct MeadowCells {
-    meadow: Meadow,
-    runtime: tokio::runtime::Handle,
-    cells: Vec<(String, u64)>,
-}
-
-impl MeadowCells {
-    fn new(meadow: Meadow, cells: Vec<(String, u64)>) -> Result<Self> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|e| Error::Internal(format!("queries need a tokio runtime: {e}")))?;
-        Ok(Self {
-            meadow,
-            runtime,
-            cells,
-        })
-    }
-}
-
-impl ByteSource for MeadowCells {
-    fn size(&self, cell: CellId) -> std::result::Result<u64, String> {
-        self.cells
-            .get(cell as usize)
-            .map(|c| c.1)
-            .ok_or_else(|| format!("cell {cell} is not part of this query"))
-    }
-
-    fn read(&self, cell: CellId, range: Range<u64>) -> std::result::Result<Bytes, String> {
-        let (key, _) = self
-            .cells
-            .get(cell as usize)
-            .ok_or_else(|| format!("cell {cell} is not part of this query"))?;
-        self.runtime
-            .block_on(self.meadow.get_range(key, range))
-            .map_err(|e| e.to_string())
     }
 }
 

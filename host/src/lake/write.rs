@@ -34,7 +34,7 @@ pub enum WriteMode {
 }
 
 /// What a write did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WriteResult {
     /// The ledger version the write committed.
     pub version: u64,
@@ -48,6 +48,9 @@ pub struct WriteResult {
     pub duration: Duration,
     /// Commit attempts (1 unless other writers raced).
     pub attempts: u32,
+    /// The writing node's colony temperature before the write, when the write went
+    /// through a node (`Apiary`), not the bare lake.
+    pub temperature: Option<crate::swarm::Temperature>,
 }
 
 /// Settings of the write path.
@@ -157,6 +160,7 @@ pub(crate) async fn commit(
         bytes,
         duration: started.elapsed(),
         attempts,
+        temperature: None,
     })
 }
 
