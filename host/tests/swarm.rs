@@ -1,0 +1,422 @@
+//! The swarm with real processes: `apiary node`s sharing one lake directory, killed with
+//! SIGKILL, frozen with SIGSTOP, stopped with SIGTERM, and `apiary sql` coordinating
+//! distributed statements through the lake.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use apiary_host::{Lake, TPCH_QUERIES, WriteMode, generate_tpch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// Heartbeat interval of the test nodes, in seconds.
+const HEARTBEAT: u64 = 1;
+
+const TABLES: [&str; 8] = [
+    "lineitem", "orders", "customer", "part", "partsupp", "supplier", "nation", "region",
+];
+
+/// The nodes' timing is judged in seconds: one swarm at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn tmp_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// The binary with a private home and the shared compiled guest.
+fn command(home: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_apiary"));
+    command
+        .env("APIARY_CACHE_DIR", tmp_root().join("cwasm"))
+        .env("APIARY_CELL_CACHE_DIR", home.join("cells"))
+        .env("APIARY_HEARTBEAT_SECS", HEARTBEAT.to_string())
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("APIARY_CONFIG")
+        .env_remove("APIARY_LAKE")
+        .env_remove("APIARY_BEES")
+        .env_remove("APIARY_BUDGET_MIB")
+        .env_remove("APIARY_DISTRIBUTE")
+        .env_remove("RUST_LOG");
+    command
+}
+
+/// A running `apiary node` and the lines it wrote to stderr, with when they arrived.
+struct Node {
+    id: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Node {
+    fn start(root: &Path, lake: &Path, name: &str) -> Self {
+        let home = root.join(name);
+        std::fs::create_dir_all(&home).expect("home");
+        let mut child = command(&home)
+            .arg("--lake")
+            .arg(lake)
+            .args(["--bees", "1", "--budget-mib", "64", "node", "--node-dir"])
+            .arg(&home)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn node");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut lines) = sink.lock() {
+                    lines.push((Instant::now(), line));
+                }
+            }
+        });
+        let mut node = Self {
+            id: String::new(),
+            child,
+            lines,
+        };
+        let joined = node.wait_for(" joined ", Duration::from_secs(180));
+        node.id = joined
+            .1
+            .split_whitespace()
+            .nth(1)
+            .expect("node id")
+            .to_owned();
+        node
+    }
+
+    /// The first line containing `text`, waiting up to `timeout` for it.
+    fn wait_for(&self, text: &str, timeout: Duration) -> (Instant, String) {
+        let started = Instant::now();
+        loop {
+            if let Some(found) = self
+                .lines
+                .lock()
+                .expect("lines")
+                .iter()
+                .find(|(_, l)| l.contains(text))
+            {
+                return found.clone();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "no line with `{text}` within {timeout:?}; got:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn heartbeat_files(lake: &Path) -> usize {
+    std::fs::read_dir(lake.join("_heartbeats")).map_or(0, |d| d.count())
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `apiary sql` as a client of the swarm (not a node itself).
+fn sql(root: &Path, lake: &Path, distribute: &str, statements: &[&str]) -> Command {
+    let home = root.join("client");
+    std::fs::create_dir_all(&home).expect("home");
+    let mut command = command(&home);
+    command
+        .arg("--lake")
+        .arg(lake)
+        .args([
+            "-v",
+            "--bees",
+            "2",
+            "--budget-mib",
+            "256",
+            "--distribute",
+            distribute,
+            "sql",
+            "--format",
+            "csv",
+        ])
+        .args(statements);
+    command
+}
+
+/// A lake holding TPC-H SF 0.01 in `tpch.part`, lineitem partitioned by ship mode (7
+/// cells) and orders by priority (5 cells).
+fn tpch_lake(dir: &Path) -> PathBuf {
+    let path = dir.join("lake");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let lake = Lake::open(path.to_str().expect("utf-8"))
+            .await
+            .expect("open");
+        lake.create_hive("tpch", false).await.expect("hive");
+        lake.create_box("tpch", "part", false).await.expect("box");
+        for table in TABLES {
+            let file = generate_tpch(&tmp_root().join("tpch-sf0.01"), table, 0.01).expect("tpch");
+            let batches: Vec<_> =
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).expect("open"))
+                    .expect("parquet")
+                    .build()
+                    .expect("reader")
+                    .collect::<Result<_, _>>()
+                    .expect("batches");
+            let partition: &[&str] = match table {
+                "lineitem" => &["l_shipmode"],
+                "orders" => &["o_orderpriority"],
+                _ => &[],
+            };
+            let name = format!("tpch.part.{table}");
+            lake.create_frame(&name, &batches[0].schema(), partition, false)
+                .await
+                .expect("frame");
+            lake.write(&name, &batches, WriteMode::Append)
+                .await
+                .expect("write");
+        }
+    });
+    path
+}
+
+/// Start `names` as nodes and wait until each has seen every other one alive.
+fn swarm(root: &Path, lake: &Path, names: &[&str]) -> Vec<Node> {
+    let nodes: Vec<Node> = names.iter().map(|n| Node::start(root, lake, n)).collect();
+    for node in &nodes {
+        for other in nodes.iter().filter(|o| o.id != node.id) {
+            node.wait_for(
+                &format!("world: {} alive", other.id),
+                Duration::from_secs(30),
+            );
+        }
+    }
+    nodes
+}
+
+fn queries_in_flight(lake: &Path) -> usize {
+    std::fs::read_dir(lake.join("_queries")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn nodes_discover_each_other_and_see_a_kill_and_a_departure() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("dir");
+    let lake = dir.path().join("lake");
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Node::start(dir.path(), &lake, n))
+        .collect();
+    // Discovery: within two heartbeat intervals of the last node's first heartbeat, every
+    // node has logged the other two alive.
+    let started = Instant::now();
+    while heartbeat_files(&lake) < 3 {
+        assert!(started.elapsed() < Duration::from_secs(30), "3 heartbeats");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let all_beating = Instant::now();
+    let interval = Duration::from_secs(HEARTBEAT);
+    for node in &nodes {
+        for other in nodes.iter().filter(|o| o.id != node.id) {
+            let (seen, _) = node.wait_for(
+                &format!("world: {} alive", other.id),
+                interval * 2 + Duration::from_millis(500),
+            );
+            let after = seen.saturating_duration_since(all_beating);
+            eprintln!(
+                "{} saw {} alive {after:?} after the last node's first heartbeat",
+                node.id, other.id
+            );
+            assert!(after <= interval * 2, "{after:?}");
+        }
+    }
+
+    // kill -9: Suspect after 3 silent intervals, Dead after 10, on both survivors.
+    let [a, b, c] = &nodes[..] else {
+        unreachable!()
+    };
+    c.signal("-KILL");
+    let killed = Instant::now();
+    for node in [a, b] {
+        let (suspect, _) =
+            node.wait_for(&format!("world: {} suspect", c.id), Duration::from_secs(10));
+        let (dead, _) = node.wait_for(&format!("world: {} dead", c.id), Duration::from_secs(20));
+        let (suspect, dead) = (suspect - killed, dead - killed);
+        eprintln!(
+            "{} judged {} suspect after {suspect:?}, dead after {dead:?}",
+            node.id, c.id
+        );
+        // The last heartbeat was written up to one interval before the kill and is seen up
+        // to one interval after it was written.
+        assert!(
+            suspect >= interval * 2 && suspect <= interval * 5,
+            "{suspect:?}"
+        );
+        assert!(dead >= interval * 9 && dead <= interval * 12, "{dead:?}");
+    }
+
+    // A graceful stop deletes the heartbeat: the other node sees it leave.
+    b.signal("-TERM");
+    let stopped = Instant::now();
+    let (left, _) = a.wait_for(&format!("world: {} left", b.id), Duration::from_secs(10));
+    assert!(
+        left - stopped <= interval * 2 + Duration::from_millis(500),
+        "{:?}",
+        left - stopped
+    );
+    // And the status of the lake shows the survivor alive and the killed node dead.
+    let status = command(&dir.path().join("client"))
+        .arg("--lake")
+        .arg(&lake)
+        .arg("status")
+        .output()
+        .expect("status");
+    let text = stdout(&status);
+    assert!(text.contains(&format!("{} alive", a.id)), "{text}");
+    assert!(text.contains(&format!("{} dead", c.id)), "{text}");
+    assert!(!text.contains(&b.id), "{text}");
+}
+
+#[test]
+fn distributed_answers_equal_one_node_and_survive_a_killed_worker() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("dir");
+    let lake = tpch_lake(dir.path());
+    let root = dir.path();
+    let mut statements = vec!["USE tpch.part"];
+    statements.extend(TPCH_QUERIES.iter().map(|(_, sql)| *sql));
+
+    let alone = sql(root, &lake, "never", &statements)
+        .output()
+        .expect("sql");
+    assert!(alone.status.success(), "{}", stderr(&alone));
+    let expected = stdout(&alone);
+    assert!(expected.lines().count() > 100, "{expected}");
+
+    let nodes = swarm(root, &lake, &["a", "b", "c"]);
+    let shared = sql(root, &lake, "always", &statements)
+        .output()
+        .expect("sql");
+    assert!(shared.status.success(), "{}", stderr(&shared));
+    assert_eq!(stdout(&shared), expected, "distributed answers differ");
+    let log = stderr(&shared);
+    assert!(log.contains("statement distributed"), "{log}");
+
+    // Q1 ran as fragments on all three nodes, merged here.
+    let q1 = TPCH_QUERIES[0].1;
+    let explain = format!("EXPLAIN ANALYZE {q1}");
+    let out = sql(root, &lake, "always", &["USE tpch.part", &explain])
+        .output()
+        .expect("explain");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("on 3 nodes"), "{text}");
+    for node in &nodes {
+        assert!(text.contains(&format!("node {}, bee 0", node.id)), "{text}");
+    }
+    assert_eq!(queries_in_flight(&lake), 0, "query directories are removed");
+
+    // kill -9 of a worker mid-query: freeze it first so that it holds its tasks unfinished,
+    // start the query, and kill it once the manifest is out.
+    let q1_alone = sql(root, &lake, "never", &["USE tpch.part", q1])
+        .output()
+        .expect("q1");
+    let victim = &nodes[2];
+    victim.signal("-STOP");
+    let coordinator = sql(root, &lake, "always", &["USE tpch.part", q1])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coordinator");
+    let started = Instant::now();
+    while queries_in_flight(&lake) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no manifest");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    victim.signal("-KILL");
+    let out = coordinator.wait_with_output().expect("coordinator");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), stdout(&q1_alone), "answer after reassignment");
+    let log = stderr(&out);
+    assert!(log.contains("reassigning a task"), "{log}");
+    assert!(log.contains(&format!("from={}", victim.id)), "{log}");
+}
+
+#[test]
+fn a_fragment_every_worker_fails_is_abandoned_with_a_diagnostic() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("dir");
+    let lake = tpch_lake(dir.path());
+    let root = dir.path();
+    let nodes = swarm(root, &lake, &["a", "b", "c"]);
+    // Every worker freezes: each attempt falls silent, and after three the statement gives
+    // up, naming every attempt's node and the fragment's cells.
+    for node in &nodes {
+        node.signal("-STOP");
+    }
+    let out = sql(
+        root,
+        &lake,
+        "always",
+        &[
+            "USE tpch.part",
+            "SELECT l_shipmode, count(*) FROM lineitem GROUP BY l_shipmode",
+        ],
+    )
+    .output()
+    .expect("sql");
+    for node in &nodes {
+        node.signal("-KILL");
+    }
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    assert!(text.contains("was abandoned after 3 attempts"), "{text}");
+    for node in &nodes {
+        assert!(text.contains(&format!("on node {}", node.id)), "{text}");
+    }
+    assert!(text.contains("fell silent"), "{text}");
+    assert!(
+        text.contains("/lineitem/") && text.contains("l_shipmode="),
+        "{text}"
+    );
+    assert!(text.contains("cell_"), "{text}");
+    assert!(text.contains("--distribute never"), "{text}");
+    assert_eq!(queries_in_flight(&lake), 0, "query directories are removed");
+}
