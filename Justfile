@@ -84,5 +84,9 @@ bench-tpch *ARGS: build-guest
     python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet duckdb
     cargo bench --locked -p apiary-host --bench tpch -- --scale 1 --runs 3 {{ARGS}}
 
+# Coordination overhead of distributed statements: 2 worker nodes and a coordinator on a local lake.
+bench-swarm: build-guest
+    cargo bench --locked -p apiary-host --bench swarm -- --scale 0.1 --runs 15
+
 # Every benchmark.
-bench: bench-chamber bench-lake bench-tpch
+bench: bench-chamber bench-lake bench-tpch bench-swarm

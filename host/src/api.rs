@@ -41,16 +41,16 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use apiary_engine::arrow::datatypes::Schema;
 use apiary_engine::arrow::record_batch::RecordBatch;
 use futures::stream::{self, BoxStream};
 
 use crate::config::{Hardware, Settings};
+use crate::swarm::temperature::wait_to_write;
 use crate::swarm::{
-    Band, CellCache, Heartbeat, HotWrites, NodeLoad, NodeView, SwarmConfig, Temperature, Worker,
-    heartbeat_for, world_view,
+    CellCache, Heartbeat, NodeLoad, NodeView, SwarmConfig, Temperature, Worker, heartbeat_for,
+    world_view,
 };
 use crate::{
     BeePool, ChamberEngine, Error, Lake, PoolConfig, QueryOutput, QuerySession, Result, WriteMode,
@@ -193,6 +193,7 @@ impl Apiary {
             poll: self.settings.poll,
             heartbeat: self.settings.heartbeat,
             deadline: self.settings.deadline,
+            hot_writes: self.settings.hot_writes,
         }
     }
 
@@ -228,23 +229,13 @@ impl Apiary {
     /// [`Error::Overheated`] when the node is hot and writes error, or stays hot past the
     /// deadline.
     pub async fn cool_for_writes(&self) -> Result<Temperature> {
-        let started = std::time::Instant::now();
-        loop {
-            let temperature = self.temperature();
-            if temperature.band < Band::Hot || self.settings.hot_writes == HotWrites::Ignore {
-                return Ok(temperature);
-            }
-            if self.settings.hot_writes == HotWrites::Error
-                || started.elapsed() >= self.settings.deadline
-            {
-                return Err(Error::Overheated {
-                    node: self.node.clone(),
-                    temperature: temperature.to_string(),
-                    what: "writes".into(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_to_write(
+            &self.pool,
+            self.settings.hot_writes,
+            self.settings.deadline,
+            &self.node,
+        )
+        .await
     }
 
     /// The lake.

@@ -24,11 +24,7 @@ use rustyline::{Context, Editor, Helper};
 
 use crate::config::{Settings, Source, data_dir};
 use crate::load::{LoadOptions, LoadProgress, load};
-use crate::swarm::heartbeat::FORGET_AFTER;
-use crate::{
-    Apiary, Error, Lake, Liveness, QueryOutput, QuerySession, Result, WorldView, node_id,
-    remove_heartbeat, world_view, write_heartbeat,
-};
+use crate::{Apiary, Error, Lake, QueryOutput, QuerySession, Result, node_id, world_view};
 
 const MIB: u64 = 1 << 20;
 
@@ -446,8 +442,6 @@ pub fn run_node(settings: &Settings, node_dir: Option<&Path>) -> Result<String> 
         let apiary = Apiary::open(&settings.lake, settings.clone())
             .await?
             .with_node(id.clone());
-        let lake = apiary.lake().clone();
-        let mut worker = apiary.worker();
         eprintln!(
             "node {id} joined {} with {} bees x {} MiB; stop with Ctrl-C",
             settings.lake,
@@ -457,57 +451,13 @@ pub fn run_node(settings: &Settings, node_dir: Option<&Path>) -> Result<String> 
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .map_err(|e| Error::Internal(format!("listening for SIGTERM: {e}")))?;
-        let mut sequence = 0;
-        let mut world = WorldView::new();
-        let mut seen: std::collections::BTreeMap<String, Liveness> = Default::default();
-        let mut beat = tokio::time::interval(settings.heartbeat);
-        let mut poll = tokio::time::interval(settings.poll);
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let stop = async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = terminate.recv() => break,
-                _ = beat.tick() => {
-                    if let Err(err) = write_heartbeat(&lake, &apiary.heartbeat(sequence)).await {
-                        eprintln!("node {id}: could not write the heartbeat: {err}");
-                    }
-                    sequence += 1;
-                    let nodes = match world.refresh(&lake, settings.heartbeat).await {
-                        Ok(nodes) => nodes,
-                        Err(err) => {
-                            eprintln!("node {id}: could not read heartbeats: {err}");
-                            continue;
-                        }
-                    };
-                    let mut now = std::collections::BTreeMap::new();
-                    for node in &nodes {
-                        let name = &node.heartbeat.node;
-                        if *name != id && seen.get(name) != Some(&node.liveness) {
-                            eprintln!(
-                                "world: {name} {} (silent {:.1} s)",
-                                node.liveness.as_str(),
-                                node.age.as_secs_f64()
-                            );
-                        }
-                        if node.liveness == Liveness::Dead && node.age > FORGET_AFTER {
-                            let _ = remove_heartbeat(&lake, name).await;
-                        }
-                        now.insert(name.clone(), node.liveness);
-                    }
-                    for name in seen.keys().filter(|n| !now.contains_key(*n)) {
-                        eprintln!("world: {name} left");
-                    }
-                    seen = now;
-                }
-                _ = poll.tick() => {
-                    if let Err(err) = worker.poll().await {
-                        eprintln!("node {id}: could not look for tasks: {err}");
-                    }
-                }
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
             }
-        }
-        remove_heartbeat(&lake, &id).await?;
+        };
+        crate::swarm::node::serve(&apiary, stop, |line| eprintln!("{line}")).await?;
         Ok(format!("node {id} left {}\n", settings.lake))
     })
 }

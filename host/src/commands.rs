@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::query::{QueryOutput, QuerySession, sql_error, unquote};
+use crate::swarm::temperature::wait_to_write;
 use crate::{Error, Result, WriteMode};
 
 fn strings(columns: &[(&str, Vec<String>)]) -> Result<RecordBatch> {
@@ -214,13 +215,25 @@ impl QuerySession {
         let note = if rows == 0 {
             format!("inserted 0 rows into {frame}")
         } else {
+            let temperature = match &self.swarm {
+                Some(swarm) => Some(
+                    wait_to_write(&self.pool, swarm.hot_writes, swarm.deadline, &swarm.node)
+                        .await?,
+                ),
+                None => None,
+            };
             let result = self
                 .lake
                 .write(&frame.to_string(), &output.batches, WriteMode::Append)
                 .await?;
             format!(
-                "inserted {} rows into {frame} (version {}, {} cells)",
-                result.rows, result.version, result.cells
+                "inserted {} rows into {frame} (version {}, {} cells{})",
+                result.rows,
+                result.version,
+                result.cells,
+                temperature
+                    .map(|t| format!("; node {t}"))
+                    .unwrap_or_default()
             )
         };
         let batch = RecordBatch::try_new(

@@ -47,7 +47,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::cells::MeadowCells;
 use crate::swarm::coordinator::{Coordination, Coordinator, Statement};
-use crate::swarm::{Band, CellCache, SwarmConfig, Temperature};
+use crate::swarm::{Band, CellCache, Distribute, SwarmConfig, Temperature};
 use crate::{BeePool, ChamberStats, Error, Fragment, Lake, Result};
 use crate::{commands, leafcutter};
 
@@ -138,13 +138,13 @@ pub struct MergeRun {
 /// A SQL session on a lake: the current hive and box, and the bees that run fragments.
 pub struct QuerySession {
     pub(crate) lake: Arc<Lake>,
-    pool: Arc<BeePool>,
+    pub(crate) pool: Arc<BeePool>,
     pub(crate) hive: String,
     pub(crate) box_name: String,
     max_group_bytes: u64,
     fragment_cap: Option<u64>,
     cache: Option<Arc<CellCache>>,
-    swarm: Option<SwarmConfig>,
+    pub(crate) swarm: Option<SwarmConfig>,
 }
 
 impl fmt::Debug for QuerySession {
@@ -832,7 +832,13 @@ impl QuerySession {
         let sizes: Vec<u64> = table.cells.iter().map(|c| c.size).collect();
         let groups =
             leafcutter::cut_cell_groups(&sizes, self.pool.config().bees, self.max_group_bytes);
-        if groups.len() < 2 {
+        // `distribute = always` shares any frame of several cells with the swarm, even one
+        // this node would read in one group.
+        let always = self
+            .swarm
+            .as_ref()
+            .is_some_and(|s| s.distribute == Distribute::Always);
+        if groups.len() < 2 && !(always && table.cells.len() > 1) {
             return Plan::Whole("its cells make one group");
         }
         Plan::Split {

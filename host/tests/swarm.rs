@@ -420,3 +420,130 @@ fn a_fragment_every_worker_fails_is_abandoned_with_a_diagnostic() {
     assert!(text.contains("--distribute never"), "{text}");
     assert_eq!(queries_in_flight(&lake), 0, "query directories are removed");
 }
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn small_node(dir: &Path) -> apiary_host::Apiary {
+    let mut settings = apiary_host::Settings::for_machine()
+        .with_bees(1)
+        .with_budget_mib(128)
+        .with_cache_dir(tmp_root().join("cwasm"));
+    settings.cell_cache_dir = dir.join("cells");
+    settings.cell_cache = Some(64 << 20);
+    apiary_host::Apiary::open(dir.join("lake").to_str().expect("utf-8"), settings)
+        .await
+        .expect("open")
+}
+
+#[test]
+fn a_second_read_of_a_cell_makes_no_storage_request() {
+    let dir = tempfile::tempdir().expect("dir");
+    runtime().block_on(async {
+        let apiary = small_node(dir.path()).await;
+        apiary
+            .sql("CREATE FRAME t (k BIGINT, v DOUBLE, s VARCHAR)")
+            .await
+            .expect("create");
+        for i in 0..3 {
+            apiary
+                .sql(&format!(
+                    "INSERT INTO t VALUES ({i}, {i}.5, 'x{i}'), ({}, 1.0, 'y')",
+                    i + 10
+                ))
+                .await
+                .expect("insert");
+        }
+        let cache = apiary.cache().expect("the cache is on").clone();
+        let (hits, misses) = (cache.hits(), cache.misses());
+        let first = apiary
+            .sql("SELECT sum(v) AS v FROM t")
+            .await
+            .expect("first");
+        let fetched = cache.misses() - misses;
+        assert!(
+            fetched >= 3,
+            "each of the 3 cells is fetched once: {fetched}"
+        );
+        assert_eq!(cache.hits(), hits);
+
+        let second = apiary
+            .sql("SELECT sum(v) AS v FROM t")
+            .await
+            .expect("second");
+        assert_eq!(first, second);
+        assert_eq!(cache.misses() - misses, fetched, "no storage request");
+        assert!(cache.hits() - hits >= fetched, "served from the cache");
+        assert_eq!(cache.summary().cells.len(), 3);
+
+        // A cache that lost a range (evicted, or deleted behind the node's back) fetches it
+        // again and answers the same.
+        for entry in std::fs::read_dir(dir.path().join("cells")).expect("cache dir") {
+            std::fs::remove_file(entry.expect("entry").path()).expect("remove");
+        }
+        let third = apiary
+            .sql("SELECT sum(v) AS v FROM t")
+            .await
+            .expect("third");
+        assert_eq!(first, third);
+        assert_eq!(cache.misses() - misses, 2 * fetched);
+    });
+}
+
+#[test]
+fn any_node_removes_expired_and_orphaned_query_directories() {
+    let dir = tempfile::tempdir().expect("dir");
+    runtime().block_on(async {
+        let apiary = small_node(dir.path()).await.with_node("sweeper");
+        let meadow = apiary.lake().meadow().clone();
+        let manifest = apiary_host::swarm::manifest::Manifest {
+            query: "expired".into(),
+            coordinator: "gone".into(),
+            created_ms: 0,
+            expires_ms: 1,
+            sql: "SELECT 1".into(),
+            namespace: ("default".into(), "default".into()),
+            table: "default.default.t".into(),
+            schema: apiary_engine::lake::FrameSchema::from(&arrow::datatypes::Schema::empty()),
+            merge: apiary_host::MergeKind::Concatenate,
+            deadline_ms: 1000,
+            tasks: vec![apiary_host::swarm::manifest::TaskSpec {
+                task: 0,
+                label: "fragment 1 of 1".into(),
+                attempt: 1,
+                node: "sweeper".into(),
+                cells: Vec::new(),
+            }],
+        };
+        let bytes = serde_json::to_vec(&manifest).expect("json");
+        meadow
+            .put("_queries/expired/manifest.json", bytes.into())
+            .await
+            .expect("put");
+        meadow
+            .put("_queries/expired/partial_0_1.arrow", vec![1u8].into())
+            .await
+            .expect("put");
+        // A fresh directory without a manifest (a coordinator about to write it) stays.
+        meadow
+            .put("_queries/fresh/report_0_1.json", vec![1u8].into())
+            .await
+            .expect("put");
+        let mut worker = apiary.worker();
+        let started = worker.poll().await.expect("poll");
+        assert_eq!(started, 0, "an expired manifest's tasks are not run");
+        let left: Vec<String> = meadow
+            .list("_queries")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|o| o.location.to_string())
+            .collect();
+        assert_eq!(left, vec!["_queries/fresh/report_0_1.json".to_owned()]);
+    });
+}

@@ -367,10 +367,14 @@ impl Coordinator<'_> {
         let mut last_look: Option<Instant> = None;
         let look_every = (self.config.heartbeat / 2).max(self.config.poll);
         let dir = query_dir(&manifest.query);
+        // Look again soon at first, then less and less often, up to the poll interval: short
+        // statements are not kept waiting, long ones do not list the directory needlessly.
+        let mut wait = Duration::from_millis(5).min(self.config.poll);
         let mut first = true;
         while pending.iter().any(|p| p.result.is_none()) {
             if !first {
-                tokio::time::sleep(self.config.poll).await;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 3 / 2).min(self.config.poll);
             }
             first = false;
             let remote_waiting = pending

@@ -8,6 +8,7 @@
 //! - [`coordinator`]: assigns fragments to nodes (cache- and capacity-aware, cut to each
 //!   node's budget), follows them, reassigns the ones whose node fell silent, and gives up
 //!   after three attempts with a diagnostic.
+//! - [`node`]: a node's loop: heartbeats, the world view, the worker.
 //! - [`cache`]: the local cell cache.
 //! - [`temperature`]: the colony temperature of a node's bee pool.
 
@@ -15,6 +16,7 @@ pub mod cache;
 pub mod coordinator;
 pub mod heartbeat;
 pub mod manifest;
+pub mod node;
 pub mod temperature;
 pub mod worker;
 
@@ -82,6 +84,8 @@ pub struct SwarmConfig {
     pub heartbeat: Duration,
     /// Deadline of each fragment.
     pub deadline: Duration,
+    /// What writes do while this node is hot.
+    pub hot_writes: HotWrites,
 }
 
 /// A partial result as one Arrow IPC stream.

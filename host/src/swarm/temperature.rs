@@ -10,7 +10,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::PoolLoad;
+use std::time::Duration;
+
+use crate::{BeePool, Error, PoolLoad, Result};
 
 /// A temperature band.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -120,6 +122,35 @@ impl HotWrites {
             Self::Error => "error",
             Self::Ignore => "ignore",
         }
+    }
+}
+
+/// Wait until `pool` is cool enough to write, as `policy` says: at once when it is not
+/// hot or writes ignore the temperature; up to `timeout` when writes block; never when they
+/// error. Returns the temperature the write goes ahead at.
+///
+/// # Errors
+/// [`Error::Overheated`] when the node is hot and writes error, or stays hot past `timeout`.
+pub async fn wait_to_write(
+    pool: &BeePool,
+    policy: HotWrites,
+    timeout: Duration,
+    node: &str,
+) -> Result<Temperature> {
+    let started = std::time::Instant::now();
+    loop {
+        let temperature = Temperature::of(pool.load());
+        if temperature.band < Band::Hot || policy == HotWrites::Ignore {
+            return Ok(temperature);
+        }
+        if policy == HotWrites::Error || started.elapsed() >= timeout {
+            return Err(Error::Overheated {
+                node: node.to_owned(),
+                temperature: temperature.to_string(),
+                what: "writes".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
