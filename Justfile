@@ -7,6 +7,11 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 target := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target")
 
+# Where `just setup` installs the S3-compatible test server (moto); tests find it through
+# APIARY_S3_PYTHON.
+s3_venv := env_var_or_default("APIARY_S3_VENV", env_var("HOME") / ".cache/apiary/s3-venv")
+export APIARY_S3_PYTHON := s3_venv / "bin/python"
+
 # List the recipes.
 default:
     @just --list
@@ -16,14 +21,20 @@ setup:
     #!/usr/bin/env bash
     set -euo pipefail
     missing=""
-    for tool in clang wasm-ld llvm-ar; do command -v "$tool" >/dev/null || missing=1; done
+    for tool in clang wasm-ld llvm-ar python3; do command -v "$tool" >/dev/null || missing=1; done
     [ -f /usr/include/wasm32-wasi/stdlib.h ] || missing=1
+    python3 -c "import venv, ensurepip" 2>/dev/null || missing=1
     if [ -n "$missing" ]; then
         SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
         $SUDO apt-get update -qq
-        $SUDO apt-get install -y -qq clang lld llvm wasi-libc >/dev/null
+        $SUDO apt-get install -y -qq clang lld llvm wasi-libc python3 python3-venv >/dev/null
     fi
     rustup target add wasm32-wasip2 >/dev/null
+    # The S3-compatible test server (moto, from PyPI) in its own virtualenv.
+    if ! "{{s3_venv}}/bin/python" -c "import moto.server" 2>/dev/null; then
+        python3 -m venv "{{s3_venv}}"
+        "{{s3_venv}}/bin/pip" install -q "moto[server]==5.2.5"
+    fi
 
 # Build the chamber guest and the hostile test guest (wasm32-wasip2 components, release).
 build-guest:

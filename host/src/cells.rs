@@ -139,6 +139,11 @@ impl MeadowCells {
         })
     }
 
+    /// Reads that went to storage (the cache could not serve them).
+    pub(crate) fn fetched(&self) -> Arc<ReadCounter> {
+        self.fetched.clone()
+    }
+
     /// Key and size of cell `id`.
     pub(crate) fn cell(&self, id: CellId) -> Option<(String, u64)> {
         self.cells.get(id as usize).cloned()

@@ -71,6 +71,9 @@ pub struct QueryOutput {
     pub coordination: Option<Coordination>,
     /// This node's colony temperature when the statement started.
     pub temperature: Option<Temperature>,
+    /// Bytes of cells this node fetched from storage for the statement (ranged reads the
+    /// cell cache could not serve), and how many requests that took.
+    pub storage_reads: (u64, u64),
     /// Lines for the user besides the rows: what a command did, a frame's totals.
     pub notes: Vec<String>,
 }
@@ -87,6 +90,7 @@ impl QueryOutput {
             merge: None,
             coordination: None,
             temperature: None,
+            storage_reads: (0, 0),
             notes,
         }
     }
@@ -102,6 +106,7 @@ impl QueryOutput {
             merge: None,
             coordination: None,
             temperature: None,
+            storage_reads: (0, 0),
             notes: vec![note],
         }
     }
@@ -294,8 +299,10 @@ impl QuerySession {
     pub(crate) async fn query(&self, sql: &str) -> Result<QueryOutput> {
         let temperature = self.admit()?;
         let prepared = self.prepare(sql).await?;
+        let fetched = prepared.source.fetched();
         let mut output = self.run(prepared).await?;
         output.temperature = Some(temperature);
+        output.storage_reads = (fetched.bytes(), fetched.calls());
         Ok(output)
     }
 
@@ -406,6 +413,7 @@ impl QuerySession {
                             merge: Some(merged.2),
                             coordination: Some(coordination),
                             temperature: None,
+                            storage_reads: (0, 0),
                             notes: Vec::new(),
                         });
                     }
@@ -478,6 +486,7 @@ impl QuerySession {
             merge,
             coordination,
             temperature: None,
+            storage_reads: (0, 0),
             notes: Vec::new(),
         })
     }
@@ -624,7 +633,16 @@ impl QuerySession {
             }
         }
         if analyze {
+            let fetched = prepared.source.fetched();
             let output = self.run(prepared).await?;
+            rows.push((
+                "storage".into(),
+                format!(
+                    "{} bytes of cells fetched in {} ranged reads on this node (the rest came from its cell cache)",
+                    fetched.bytes(),
+                    fetched.calls()
+                ),
+            ));
             if let Some(t) = &output.temperature {
                 rows.push((
                     "temperature".into(),

@@ -1,7 +1,8 @@
 //! The meadow: all committed state, behind one object_store.
 //!
 //! [`Meadow`] opens a lake URI — a local directory (`file:///path` or a plain path, the
-//! default for a solo node), `memory://` (tests) — and gives the rest of the host a small
+//! default for a solo node), an S3-compatible bucket (`s3://bucket/prefix?endpoint=...`,
+//! for a swarm), `memory://` (tests) — and gives the rest of the host a small
 //! set of operations on keys relative to the lake root. The one coordination primitive is
 //! [`Meadow::put_if_absent`], a conditional create (`PutMode::Create`): two writers racing
 //! for the same key see exactly one winner, on a local disk as on S3. Local writes are staged
@@ -14,12 +15,23 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    WriteMultipart,
+};
 
 use crate::{Error, Result};
+
+/// Objects larger than this are uploaded in parts.
+const MULTIPART_ABOVE: usize = 32 << 20;
+
+/// Size of each part of a multipart upload.
+const MULTIPART_PART: usize = 8 << 20;
 
 /// One lake's object store and root.
 #[derive(Clone)]
@@ -53,11 +65,13 @@ impl Meadow {
             Arc::new(InMemory::new())
         } else if let Some(rest) = uri.strip_prefix("file://") {
             Arc::new(local(rest)?)
+        } else if let Some(rest) = uri.strip_prefix("s3://") {
+            s3(uri, rest)?
         } else if uri.contains("://") {
             let scheme = uri.split("://").next().unwrap_or_default();
             return Err(Error::Config(format!(
                 "lake URI `{uri}`: the `{scheme}` scheme is not supported; use a local directory \
-                 (file:///path or a path) or memory://"
+                 (file:///path or a path), s3://bucket/prefix or memory://"
             )));
         } else {
             Arc::new(local(uri)?)
@@ -119,6 +133,17 @@ impl Meadow {
     /// # Errors
     /// [`Error::Storage`] if the write fails.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        if bytes.len() > MULTIPART_ABOVE {
+            let upload = self
+                .store
+                .put_multipart(&Path::from(key))
+                .await
+                .map_err(|e| storage_err(key, e))?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
+            writer.put(bytes);
+            writer.finish().await.map_err(|e| storage_err(key, e))?;
+            return Ok(());
+        }
         self.store
             .put(&Path::from(key), PutPayload::from_bytes(bytes))
             .await
@@ -129,6 +154,10 @@ impl Meadow {
     /// Create `key` with `bytes` only if nothing is there yet. Returns `false` when another
     /// writer got there first: the commit primitive of the ledger and the registry.
     ///
+    /// A failure other than "already exists" (a timeout, a 5xx) leaves it unknown whether
+    /// the create happened, so the key is read back: holding these very bytes, the create
+    /// won; holding others, it lost; absent, the error stands.
+    ///
     /// # Errors
     /// [`Error::Storage`] if the write fails for any other reason.
     pub async fn put_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool> {
@@ -138,12 +167,58 @@ impl Meadow {
         };
         match self
             .store
-            .put_opts(&Path::from(key), PutPayload::from_bytes(bytes), opts)
+            .put_opts(
+                &Path::from(key),
+                PutPayload::from_bytes(bytes.clone()),
+                opts,
+            )
             .await
         {
             Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(err) => Err(storage_err(key, err)),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(false),
+            Err(err) => match self.get(key).await {
+                Ok(Some(found)) => Ok(found == bytes),
+                _ => Err(storage_err(key, err)),
+            },
+        }
+    }
+
+    /// `err`, from the first request to this lake, with its likely cause named: an
+    /// endpoint that cannot be reached, a bucket that does not exist, credentials refused.
+    pub fn explain(&self, err: Error) -> Error {
+        let Error::Storage { key, message } = &err else {
+            return err;
+        };
+        if !self.uri.starts_with("s3://") {
+            return err;
+        }
+        let text = message.to_ascii_lowercase();
+        let cause = if text.contains("nosuchbucket") || text.contains("bucket does not exist") {
+            "the bucket does not exist: create it, or fix the bucket name in the lake URI"
+        } else if text.contains("invalidaccesskeyid")
+            || text.contains("signaturedoesnotmatch")
+            || text.contains("accessdenied")
+            || text.contains("forbidden")
+            || text.contains("403")
+        {
+            "the credentials were refused: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+             (or the node's credential provider)"
+        } else if text.contains("connect")
+            || text.contains("dns")
+            || text.contains("timed out")
+            || text.contains("error sending request")
+        {
+            "the endpoint cannot be reached: check `endpoint=` in the lake URI (or \
+             AWS_ENDPOINT) and that the server is up"
+        } else {
+            return err;
+        };
+        Error::Storage {
+            key: key.clone(),
+            message: format!("lake {}: {cause} ({message})", self.uri),
         }
     }
 
@@ -189,6 +264,64 @@ impl Meadow {
             Err(err) => Err(storage_err(key, err)),
         }
     }
+}
+
+/// An S3-compatible bucket: `s3://bucket[/prefix][?key=value&...]`. Keys: `endpoint`,
+/// `region`, `allow_http` (`true` to allow plain HTTP, for a local server), `path_style`
+/// (`true` for `endpoint/bucket/key` requests; the default is virtual-hosted style when no
+/// endpoint is given, path style when one is). Credentials and anything not in the URI come
+/// from the usual `AWS_*` environment variables.
+fn s3(uri: &str, rest: &str) -> Result<Arc<dyn ObjectStore>> {
+    let bad = |why: String| Error::Config(format!("lake URI `{uri}`: {why}"));
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+    if bucket.len() < 3 {
+        return Err(bad("a bucket name has at least 3 characters".into()));
+    }
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let mut endpoint = None;
+    let mut path_style = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let flag = |value: &str| match value {
+            "true" | "1" | "" => Ok(true),
+            "false" | "0" => Ok(false),
+            other => Err(bad(format!("`{key}={other}`: expected true or false"))),
+        };
+        builder = match key {
+            "endpoint" => {
+                endpoint = Some(value.to_owned());
+                builder.with_endpoint(value)
+            }
+            "region" => builder.with_region(value),
+            "allow_http" => builder.with_allow_http(flag(value)?),
+            "path_style" => {
+                path_style = Some(flag(value)?);
+                builder
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown option `{other}`; expected endpoint, region, allow_http or path_style"
+                )));
+            }
+        };
+    }
+    let virtual_hosted = !path_style.unwrap_or(endpoint.is_some());
+    let store = builder
+        .with_virtual_hosted_style_request(virtual_hosted)
+        .with_retry(RetryConfig {
+            max_retries: 5,
+            retry_timeout: std::time::Duration::from_secs(60),
+            ..RetryConfig::default()
+        })
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    let prefix = prefix.trim_matches('/');
+    Ok(if prefix.is_empty() {
+        Arc::new(store)
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    })
 }
 
 fn local(dir: &str) -> Result<LocalFileSystem> {

@@ -46,7 +46,7 @@ impl Lake {
     pub async fn open(uri: &str) -> Result<Self> {
         let meadow = Meadow::open(uri)?;
         let registry = Registry::new(meadow.clone());
-        registry.newest(None).await?;
+        registry.newest(None).await.map_err(|e| meadow.explain(e))?;
         Ok(Self {
             meadow,
             registry,
