@@ -183,7 +183,7 @@ fn chambers_read_only_the_column_chunks_they_need_over_s3() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no storage line:\n{explain}"));
     let cell_bytes: u64 = describe
-        .split(|c: char| c == ',' || c == '\n')
+        .split([',', '\n'])
         .find_map(|part| part.trim().strip_suffix(" bytes"))
         .and_then(|n| n.trim().replace('_', "").parse().ok())
         .unwrap_or_else(|| panic!("no byte count:\n{describe}"));
