@@ -301,7 +301,9 @@ fn nodes_discover_each_other_and_see_a_kill_and_a_departure() {
         "{:?}",
         left - stopped
     );
-    // And the status of the lake shows the survivor alive and the killed node dead.
+    // And a fresh reader (`apiary status`) shows the survivor alive and the killed node not
+    // alive: it judges by the writer's timestamp less the skew allowance, so up to 2 s later
+    // than the nodes watching all along.
     let status = command(&dir.path().join("client"))
         .arg("--lake")
         .arg(&lake)
@@ -310,7 +312,10 @@ fn nodes_discover_each_other_and_see_a_kill_and_a_departure() {
         .expect("status");
     let text = stdout(&status);
     assert!(text.contains(&format!("{} alive", a.id)), "{text}");
-    assert!(text.contains(&format!("{} dead", c.id)), "{text}");
+    assert!(
+        text.contains(&format!("{} dead", c.id)) || text.contains(&format!("{} suspect", c.id)),
+        "{text}"
+    );
     assert!(!text.contains(&b.id), "{text}");
 }
 
