@@ -27,8 +27,7 @@ use apiary_engine::arrow::datatypes::{DataType, SchemaRef};
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::lake::{CellMeta, ColumnStats, FrameSchema};
 use apiary_engine::{
-    ByteSource, CellId, CellRef, IpcChunker, MergeKind, Stage, TableCells, merge_kind,
-    split_optimizer_rules,
+    ByteSource, CellId, CellRef, MergeKind, Stage, TableCells, merge_kind, split_optimizer_rules,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -47,7 +46,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::cells::MeadowCells;
 use crate::swarm::coordinator::{Coordination, Coordinator, Statement};
-use crate::swarm::{Band, CellCache, Distribute, SwarmConfig, Temperature};
+use crate::swarm::{Band, CellCache, Distribute, SwarmConfig, Temperature, encode_partial};
 use crate::{BeePool, ChamberStats, Error, Fragment, Lake, Result};
 use crate::{commands, leafcutter};
 
@@ -532,29 +531,10 @@ impl QuerySession {
             };
             return Ok((schema, batches, run));
         }
-        let mut streams = Vec::with_capacity(partials.len());
-        for (schema, batches) in &partials {
-            let schema = schema
-                .clone()
-                .or_else(|| batches.first().map(|b| b.schema()))
-                .ok_or_else(|| Error::Internal("a fragment returned no schema".into()))?;
-            let mut chunker =
-                IpcChunker::new(&schema).map_err(|e| Error::Internal(e.to_string()))?;
-            let mut bytes = Vec::new();
-            for batch in batches.iter() {
-                bytes.extend(
-                    chunker
-                        .chunk(batch)
-                        .map_err(|e| Error::Internal(e.to_string()))?,
-                );
-            }
-            bytes.extend(
-                chunker
-                    .finish()
-                    .map_err(|e| Error::Internal(e.to_string()))?,
-            );
-            streams.push(Bytes::from(bytes));
-        }
+        let streams = partials
+            .iter()
+            .map(|(schema, batches)| encode_partial(schema.as_ref(), batches))
+            .collect::<Result<Vec<Bytes>>>()?;
         let inputs: Vec<CellRef> = streams
             .iter()
             .enumerate()
