@@ -92,12 +92,23 @@ bench-lake:
 
 # TPC-H side by side: Apiary, native DataFusion and DuckDB over the same Parquet files (SF 1, all 22 queries).
 bench-tpch *ARGS: build-guest
-    python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet duckdb
+    python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet duckdb==2.0.1
     cargo bench --locked -p apiary-host --bench tpch -- --scale 1 --runs 3 {{ARGS}}
+
+# SSB side by side, the same way (SF 1, 13 queries, tables derived from TPC-H's).
+bench-ssb *ARGS: (bench-tpch "--suite ssb" ARGS)
+
+# The variants: one bee, two nodes on this machine, a 1 GiB Pi, fact tables in date order.
+bench-variants:
+    just bench-tpch --profile one-bee
+    just bench-tpch --profile two-nodes
+    just bench-tpch --profile pi-1g
+    just bench-tpch --layout by-date
+    just bench-ssb --layout by-date
 
 # Coordination overhead of distributed statements: 2 worker nodes and a coordinator on a local lake.
 bench-swarm: build-guest
     cargo bench --locked -p apiary-host --bench swarm -- --scale 0.1 --runs 15
 
 # Every benchmark.
-bench: bench-chamber bench-lake bench-tpch bench-swarm
+bench: bench-chamber bench-lake bench-tpch bench-ssb bench-variants bench-swarm

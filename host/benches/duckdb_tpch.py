@@ -1,7 +1,8 @@
-"""Run TPC-H queries with DuckDB over Parquet files, for Apiary's `tpch` benchmark.
+"""Run TPC-H or SSB queries with DuckDB over Parquet files, for Apiary's `tpch` benchmark.
 
 Reads a JSON list of {"name", "sql"} on stdin, runs each query `--runs` times with
-`--threads` threads over views of `<data>/<table>.parquet`, and prints one JSON object:
+`--threads` threads over views of `<data>/<table>.parquet` for each of `--tables` (the TPC-H
+tables by default), and prints one JSON object:
 {"version", "peak_rss_bytes", "queries": [{"name", "median_ms", "rows": [[...], ...]}]}.
 Values are printed as strings so the caller compares them the same way for every engine.
 """
@@ -22,12 +23,13 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tables", default=",".join(TABLES))
     args = parser.parse_args()
 
     queries = json.load(sys.stdin)
     con = duckdb.connect()
     con.execute(f"PRAGMA threads={args.threads}")
-    for table in TABLES:
+    for table in args.tables.split(","):
         con.execute(
             f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{args.data}/{table}.parquet')"
         )

@@ -1,15 +1,26 @@
-//! TPC-H side by side: Apiary (every fragment in a chamber), native DataFusion (same version,
-//! all cores) and DuckDB (from PyPI, same Parquet files, same threads), in one run.
+//! TPC-H (or SSB) side by side: Apiary (every fragment in a chamber), native DataFusion (same
+//! version, all cores) and DuckDB (from PyPI, same Parquet files, same threads), in one run.
 //!
 //! Run: `just bench` (SF 1, 3 runs), or
-//! `cargo bench -p apiary-host --bench tpch -- --scale 0.1 --runs 1 [--profile pi-1g] [--bees N]
-//! [--budget-mib M] [--queries q1,q6] [--no-duckdb]`.
+//! `cargo bench -p apiary-host --bench tpch -- --scale 0.1 --runs 1 [--suite tpch|ssb]
+//! [--profile P] [--layout L] [--bees N] [--budget-mib M] [--queries q1,q6] [--no-duckdb]`.
+//!
+//! Suites: `tpch` (22 queries) and `ssb` (the Star Schema Benchmark's 13 queries over tables
+//! derived from TPC-H's, as SSB's own generator derives them; see `ssb/mod.rs`).
+//!
+//! Profiles: `all-bees` (one node, a bee per core), `one-bee`, `pi-1g` (4 bees x 128 MiB, a
+//! 1 GiB Pi), `two-nodes` (a coordinator and a second node on this machine, sharing the cores,
+//! each with its own cell cache; split statements go to both). Layouts: `plain` (the files'
+//! order) and `by-date` (lineitem, orders and SSB's lineorder written in ship, order and
+//! order date order, so each cell covers a date range and the cells' min/max statistics
+//! prune date predicates).
 //!
 //! The tables are generated as Parquet, loaded into a local lake through the normal write
 //! path, and every query runs `--runs` times per engine. Answers are compared (Apiary with
 //! DataFusion exactly; DuckDB by value, numbers to 1e-6 relative). The report gives each
 //! engine's median, the ratios Apiary/DataFusion and Apiary/DuckDB with geometric means, each
-//! engine's peak RSS, and Apiary's time split (chamber fragments, merge). It is printed as
+//! engine's peak RSS, and Apiary's time split (chamber fragments, of which serving reads,
+//! and merge). It is printed as
 //! markdown and written as JSON and markdown under `--out` (default: the cargo target dir's
 //! `bench/`).
 
@@ -20,16 +31,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use apiary_host::swarm::node::serve;
 use apiary_host::{
-    BeePool, ChamberEngine, Lake, PoolConfig, QuerySession, Settings, TPCH_QUERIES, TPCH_TABLES,
-    WriteMode, find_guest, generate_tpch,
+    Apiary, Distribute, Lake, Liveness, Settings, TPCH_QUERIES, TPCH_TABLES, WriteMode,
+    generate_tpch, world_view,
 };
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use futures::StreamExt;
 use serde_json::json;
+
+mod ssb;
 
 const MIB: u64 = 1 << 20;
 
@@ -38,7 +52,9 @@ struct Args {
     runs: usize,
     bees: usize,
     budget_mib: u64,
+    suite: String,
     profile: String,
+    layout: String,
     queries: Option<Vec<String>>,
     duckdb: bool,
     out: PathBuf,
@@ -57,7 +73,9 @@ fn args() -> anyhow::Result<Args> {
         runs: 3,
         bees: machine.bees,
         budget_mib: machine.budget / MIB,
+        suite: "tpch".into(),
         profile: "all-bees".into(),
+        layout: "plain".into(),
         queries: None,
         duckdb: true,
         out: target_dir().join("bench"),
@@ -72,7 +90,9 @@ fn args() -> anyhow::Result<Args> {
             "--runs" => args.runs = value()?.parse()?,
             "--bees" => bees = Some(value()?.parse()?),
             "--budget-mib" => budget = Some(value()?.parse()?),
+            "--suite" => args.suite = value()?,
             "--profile" => args.profile = value()?,
+            "--layout" => args.layout = value()?,
             "--queries" => {
                 args.queries = Some(value()?.split(',').map(str::to_owned).collect());
             }
@@ -80,8 +100,9 @@ fn args() -> anyhow::Result<Args> {
             "--no-duckdb" => args.duckdb = false,
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; expected --scale F --runs N --bees N --budget-mib M \
-                 --profile all-bees|one-bee|pi-1g --queries q1,q6 --out DIR --no-duckdb"
+                "unknown argument {other}; expected --scale F --runs N --suite tpch|ssb --bees N \
+                 --budget-mib M --profile all-bees|one-bee|pi-1g|two-nodes --layout plain|by-date \
+                 --queries q1,q6 --out DIR --no-duckdb"
             ),
         }
     }
@@ -93,7 +114,21 @@ fn args() -> anyhow::Result<Args> {
             args.bees = 4;
             args.budget_mib = 128;
         }
-        other => bail!("unknown profile {other}; expected all-bees, one-bee or pi-1g"),
+        // Two nodes share the machine's cores and memory.
+        "two-nodes" => {
+            args.bees = args.bees.div_ceil(2);
+            args.budget_mib = Settings::for_machine()
+                .hardware
+                .budget_per_bee(args.bees * 2)
+                / MIB;
+        }
+        other => bail!("unknown profile {other}; expected all-bees, one-bee, pi-1g or two-nodes"),
+    }
+    if !matches!(args.suite.as_str(), "tpch" | "ssb") {
+        bail!("unknown suite {}; expected tpch or ssb", args.suite);
+    }
+    if !matches!(args.layout.as_str(), "plain" | "by-date") {
+        bail!("unknown layout {}; expected plain or by-date", args.layout);
     }
     if let Some(bees) = bees {
         args.bees = bees;
@@ -207,6 +242,7 @@ struct QueryResult {
     duckdb: Option<Duration>,
     fragments: usize,
     fragment_ms: f64,
+    read_ms: f64,
     merge_ms: f64,
     bytes_read: u64,
     matches_native: bool,
@@ -218,9 +254,15 @@ fn main() -> anyhow::Result<()> {
     let args = args()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Shared with the test suites, which generate some scales too.
-    let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tpch-sf{}", args.scale));
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let tpch_data = tmp.join(format!("tpch-sf{}", args.scale));
     std::fs::create_dir_all(&args.out)?;
-    let queries: Vec<(&'static str, &'static str)> = TPCH_QUERIES
+    let (title, tables, all_queries): (&str, Vec<&'static str>, &[(&'static str, &'static str)]) =
+        match args.suite.as_str() {
+            "ssb" => ("SSB", ssb::TABLES.to_vec(), ssb::QUERIES),
+            _ => ("TPC-H", TPCH_TABLES.to_vec(), TPCH_QUERIES),
+        };
+    let queries: Vec<(&'static str, &'static str)> = all_queries
         .iter()
         .copied()
         .filter(|(name, _)| {
@@ -233,9 +275,13 @@ fn main() -> anyhow::Result<()> {
         bail!("no query matches --queries");
     }
 
-    println!("generating TPC-H SF {} in {}", args.scale, data.display());
+    println!(
+        "generating TPC-H SF {} in {}",
+        args.scale,
+        tpch_data.display()
+    );
     for table in TPCH_TABLES {
-        generate_tpch(&data, table, args.scale)?;
+        generate_tpch(&tpch_data, table, args.scale)?;
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -243,9 +289,26 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
-    // The lake, loaded through the normal write path (once per scale factor).
-    let lake_dir = args.out.join(format!("lake-sf{}", args.scale));
-    let lake = rt.block_on(load_lake(&lake_dir, &data))?;
+    let data = if args.suite == "ssb" {
+        let ssb_data = tmp.join(format!("ssb-sf{}", args.scale));
+        println!("deriving SSB SF {} in {}", args.scale, ssb_data.display());
+        rt.block_on(ssb::derive(&tpch_data, &ssb_data))?;
+        ssb_data
+    } else {
+        tpch_data
+    };
+
+    // The lake, loaded through the normal write path (once per suite, scale and layout).
+    let lake_dir = match args.layout.as_str() {
+        "plain" => args
+            .out
+            .join(format!("lake-{}-sf{}", args.suite, args.scale)),
+        layout => args
+            .out
+            .join(format!("lake-{}-sf{}-{layout}", args.suite, args.scale)),
+    };
+    rt.block_on(load_lake(&lake_dir, &data, &tables, &args.layout))?;
+    let uri = lake_dir.display().to_string();
 
     // Native DataFusion, all cores.
     println!("native DataFusion, {cores} partitions");
@@ -253,7 +316,7 @@ fn main() -> anyhow::Result<()> {
     let native_ctx =
         SessionContext::new_with_config(SessionConfig::new().with_target_partitions(cores));
     rt.block_on(async {
-        for table in TPCH_TABLES {
+        for &table in &tables {
             native_ctx
                 .register_parquet(
                     table,
@@ -280,39 +343,86 @@ fn main() -> anyhow::Result<()> {
     let native_rss = peak_rss();
     drop(native_ctx);
 
-    // Apiary: a bee pool over the lake.
+    // Apiary: one node (or a coordinator and a second node) over the lake.
     println!(
-        "Apiary, {} bees x {} MiB ({})",
-        args.bees, args.budget_mib, args.profile
+        "Apiary, {} bees x {} MiB ({}, {} layout)",
+        args.bees, args.budget_mib, args.profile, args.layout
     );
-    let engine = Arc::new(ChamberEngine::new(
-        &find_guest()?,
-        &apiary_host::default_cache_dir(),
-        args.budget_mib * MIB,
-        args.bees as u32,
-    )?);
-    let scratch = tempfile::tempdir()?;
-    let pool = Arc::new(BeePool::new(
-        engine,
-        PoolConfig {
-            bees: args.bees,
-            budget: args.budget_mib * MIB,
-            deadline: Duration::from_secs(1800),
-            scratch_root: scratch.path().to_path_buf(),
-        },
-    )?);
+    let nodes = tempfile::tempdir()?;
+    let node_settings = |name: &str, distribute: Distribute| {
+        let mut settings = Settings::for_machine()
+            .with_bees(args.bees)
+            .with_budget_mib(args.budget_mib);
+        settings.deadline = Duration::from_secs(1800);
+        settings.distribute = distribute;
+        settings.heartbeat = Duration::from_secs(1);
+        settings.cell_cache_dir = nodes.path().join(name).join("cells");
+        // One node reads the local lake directly; two nodes each keep a cell cache.
+        if args.profile != "two-nodes" {
+            settings.cell_cache = Some(0);
+        }
+        settings
+    };
+    let two_nodes = args.profile == "two-nodes";
+    let apiary = rt
+        .block_on(Apiary::open(
+            &uri,
+            node_settings(
+                "coordinator",
+                if two_nodes {
+                    Distribute::Auto
+                } else {
+                    Distribute::Never
+                },
+            ),
+        ))?
+        .with_node("coordinator");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let second = if two_nodes {
+        let node = rt
+            .block_on(Apiary::open(
+                &uri,
+                node_settings("second", Distribute::Never),
+            ))?
+            .with_node("second");
+        let serving = rt.spawn(async move {
+            serve(
+                &node,
+                async {
+                    let _ = stopped.await;
+                },
+                |line| eprintln!("second node: {line}"),
+            )
+            .await
+        });
+        rt.block_on(async {
+            let started = Instant::now();
+            loop {
+                let views = world_view(apiary.lake(), Duration::from_secs(1)).await?;
+                if views.iter().any(|n| n.liveness == Liveness::Alive) {
+                    return anyhow::Ok(());
+                }
+                if started.elapsed() > Duration::from_secs(60) {
+                    bail!("the second node did not start");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })?;
+        Some(serving)
+    } else {
+        None
+    };
     // The first chambers page in the compiled guest; measure the queries, not that.
-    rt.block_on(QuerySession::new(lake.clone(), pool.clone()).sql("SELECT 1"))?;
+    rt.block_on(apiary.sql("SELECT 1"))?;
     reset_peak_rss();
     let mut results = Vec::new();
     for ((name, sql), (native_time, native_answer)) in queries.iter().zip(&native) {
-        let mut session = QuerySession::new(lake.clone(), pool.clone());
         let mut times = Vec::new();
         let mut last = None;
         let mut error = None;
         for _ in 0..args.runs {
             let started = Instant::now();
-            match rt.block_on(session.sql(sql)) {
+            match rt.block_on(apiary.query(sql)) {
                 Ok(output) => {
                     times.push(started.elapsed());
                     last = Some(output);
@@ -323,22 +433,24 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        let (apiary, matches, fragments, fragment_ms, merge_ms, bytes_read) = match &last {
-            Some(output) if error.is_none() => (
-                median(times),
-                pretty_format_batches(&output.batches)?.to_string()
-                    == pretty_format_batches(native_answer)?.to_string(),
-                output.fragments.len(),
-                output.fragments.iter().map(|f| ms(f.stats.elapsed)).sum(),
-                output.merge.as_ref().map_or(0.0, |m| ms(m.elapsed)),
-                output.fragments.iter().map(|f| f.stats.bytes_read).sum(),
-            ),
-            _ => (Duration::ZERO, false, 0, 0.0, 0.0, 0),
-        };
+        let (apiary_time, matches, fragments, fragment_ms, read_ms, merge_ms, bytes_read) =
+            match &last {
+                Some(output) if error.is_none() => (
+                    median(times),
+                    pretty_format_batches(&output.batches)?.to_string()
+                        == pretty_format_batches(native_answer)?.to_string(),
+                    output.fragments.len(),
+                    output.fragments.iter().map(|f| ms(f.stats.elapsed)).sum(),
+                    output.fragments.iter().map(|f| ms(f.stats.read_time)).sum(),
+                    output.merge.as_ref().map_or(0.0, |m| ms(m.elapsed)),
+                    output.fragments.iter().map(|f| f.stats.bytes_read).sum(),
+                ),
+                _ => (Duration::ZERO, false, 0, 0.0, 0.0, 0.0, 0),
+            };
         println!(
             "  {name}: native {:.0} ms, Apiary {:.0} ms ({} fragments){}",
             ms(*native_time),
-            ms(apiary),
+            ms(apiary_time),
             fragments,
             error
                 .as_ref()
@@ -347,10 +459,11 @@ fn main() -> anyhow::Result<()> {
         results.push(QueryResult {
             name,
             native: *native_time,
-            apiary,
+            apiary: apiary_time,
             duckdb: None,
             fragments,
             fragment_ms,
+            read_ms,
             merge_ms,
             bytes_read,
             matches_native: matches,
@@ -358,13 +471,18 @@ fn main() -> anyhow::Result<()> {
             apiary_error: error,
         });
     }
+    // The second node shares this process: its chambers are in the peak too.
     let apiary_rss = peak_rss();
+    let _ = stop.send(());
+    if let Some(serving) = second {
+        rt.block_on(serving)??;
+    }
 
     // DuckDB in its own process, same files, same threads.
     let mut duckdb_version = None;
     let mut duckdb_rss = None;
     if args.duckdb {
-        match run_duckdb(&data, cores, args.runs, &queries) {
+        match run_duckdb(&data, &tables, cores, args.runs, &queries) {
             Ok((version, rss, answers)) => {
                 duckdb_version = Some(version);
                 duckdb_rss = Some(rss);
@@ -381,6 +499,7 @@ fn main() -> anyhow::Result<()> {
 
     report(
         &args,
+        title,
         cores,
         &results,
         [Some(native_rss), Some(apiary_rss), duckdb_rss],
@@ -388,25 +507,37 @@ fn main() -> anyhow::Result<()> {
     )
 }
 
-/// Load the TPC-H tables into a lake at `dir` through the normal write path, unless a
-/// previous run did.
-async fn load_lake(dir: &Path, data: &Path) -> anyhow::Result<Arc<Lake>> {
+/// Load `tables` from `data` into a lake at `dir` through the normal write path, unless a
+/// previous run did. In the `by-date` layout the fact tables are written in date order.
+async fn load_lake(dir: &Path, data: &Path, tables: &[&str], layout: &str) -> anyhow::Result<()> {
     let done = dir.join("LOADED");
-    let lake = Lake::open(&dir.display().to_string()).await?;
     if done.exists() {
-        return Ok(Arc::new(lake));
+        return Ok(());
     }
-    println!("loading the lake at {}", dir.display());
-    for table in TPCH_TABLES {
+    let lake = Lake::open(&dir.display().to_string()).await?;
+    println!("loading the lake at {} ({layout} layout)", dir.display());
+    let ctx = SessionContext::new();
+    for &table in tables {
         let started = Instant::now();
-        let file = std::fs::File::open(data.join(format!("{table}.parquet")))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
-            .with_batch_size(1 << 20)
-            .build()?;
-        let schema = arrow::array::RecordBatchReader::schema(&reader);
+        let file = data.join(format!("{table}.parquet"));
+        ctx.register_parquet(
+            table,
+            file.to_str().context("utf-8 path")?,
+            ParquetReadOptions::default(),
+        )
+        .await?;
+        let order = match (layout, table) {
+            ("by-date", "lineitem") => " ORDER BY l_shipdate",
+            ("by-date", "orders") => " ORDER BY o_orderdate",
+            ("by-date", "lineorder") => " ORDER BY lo_orderdate",
+            _ => "",
+        };
+        let frame = ctx.sql(&format!("SELECT * FROM {table}{order}")).await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
         lake.create_frame(table, &schema, &[], true).await?;
         let mut write = lake.begin_write(table).await?;
-        for batch in reader {
+        let mut stream = frame.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
             write.add(&[batch?]).await?;
         }
         let result = write.commit(WriteMode::Overwrite).await?;
@@ -418,23 +549,26 @@ async fn load_lake(dir: &Path, data: &Path) -> anyhow::Result<Arc<Lake>> {
         );
     }
     std::fs::write(&done, b"")?;
-    Ok(Arc::new(lake))
+    Ok(())
 }
 
 type DuckAnswers = Vec<(Duration, Vec<Vec<Option<String>>>)>;
 
 fn run_duckdb(
     data: &Path,
+    tables: &[&str],
     threads: usize,
     runs: usize,
     queries: &[(&str, &str)],
 ) -> anyhow::Result<(String, u64, DuckAnswers)> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/duckdb_tpch.py");
     println!("DuckDB, {threads} threads");
-    let mut child = Command::new("python3")
+    let python = std::env::var_os("APIARY_BENCH_PYTHON").unwrap_or_else(|| "python3".into());
+    let mut child = Command::new(python)
         .arg(&script)
         .arg("--data")
         .arg(data)
+        .args(["--tables", &tables.join(",")])
         .args([
             "--threads",
             &threads.to_string(),
@@ -492,6 +626,7 @@ fn run_duckdb(
 
 fn report(
     args: &Args,
+    title: &str,
     cores: usize,
     results: &[QueryResult],
     rss: [Option<u64>; 3],
@@ -510,15 +645,16 @@ fn report(
         .filter_map(|r| r.duckdb.map(|d| r.apiary.as_secs_f64() / d.as_secs_f64()))
         .collect();
     let mut md = format!(
-        "TPC-H SF {}, {} runs per query (medians), {cores} cores; Apiary: {} bees x {} MiB ({}); \
+        "{title} SF {}, {} runs per query (medians), {cores} cores; Apiary: {} bees x {} MiB ({}, {} layout); \
          DataFusion 55 with {cores} partitions; DuckDB {} with {cores} threads.\n\n\
-         | query | DataFusion ms | Apiary ms | DuckDB ms | Apiary/DataFusion | Apiary/DuckDB | fragments | chamber ms | merge ms | MiB read | same answer |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         | query | DataFusion ms | Apiary ms | DuckDB ms | Apiary/DataFusion | Apiary/DuckDB | fragments | chamber ms | of which reads ms | merge ms | MiB read | same answer |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         args.scale,
         args.runs,
         args.bees,
         args.budget_mib,
         args.profile,
+        args.layout,
         duckdb_version.as_deref().unwrap_or("(not run)"),
     );
     for r in results {
@@ -530,7 +666,7 @@ fn report(
             (None, a, d) => format!("DataFusion {a}, DuckDB {d:?}"),
         };
         md.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {:.1} | {} |\n",
+            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} |\n",
             r.name,
             ms(r.native),
             ms(r.apiary),
@@ -548,6 +684,7 @@ fn report(
                 )),
             r.fragments,
             r.fragment_ms,
+            r.read_ms,
             r.merge_ms,
             r.bytes_read as f64 / MIB as f64,
             check
@@ -565,15 +702,20 @@ fn report(
         rss[2].map_or("-".into(), |b| (b / MIB).to_string()),
     ));
     println!("\n{md}");
-    let stem = format!("tpch-sf{}-{}", args.scale, args.profile);
+    let stem = match args.layout.as_str() {
+        "plain" => format!("{}-sf{}-{}", args.suite, args.scale, args.profile),
+        layout => format!("{}-sf{}-{}-{layout}", args.suite, args.scale, args.profile),
+    };
     std::fs::write(args.out.join(format!("{stem}.md")), &md)?;
     let json = json!({
+        "suite": args.suite,
         "scale": args.scale,
         "runs": args.runs,
         "cores": cores,
         "bees": args.bees,
         "budget_mib": args.budget_mib,
         "profile": args.profile,
+        "layout": args.layout,
         "duckdb": duckdb_version,
         "geomean_apiary_vs_datafusion": geomean(&vs_native),
         "geomean_apiary_vs_duckdb": geomean(&vs_duckdb),
@@ -585,6 +727,7 @@ fn report(
             "duckdb_ms": r.duckdb.map(ms),
             "fragments": r.fragments,
             "chamber_ms": r.fragment_ms,
+            "read_ms": r.read_ms,
             "merge_ms": r.merge_ms,
             "bytes_read": r.bytes_read,
             "same_as_datafusion": r.matches_native,

@@ -110,7 +110,7 @@ impl Apiary {
         if settings.bees == 0 {
             return Err(Error::Config("a node needs at least one bee".into()));
         }
-        let lake = Arc::new(Lake::open(uri).await?);
+        let lake = Arc::new(Lake::open_with(uri, &settings.s3).await?);
         let guest = crate::find_guest()?;
         let engine = {
             let (guest, cache, budget, bees) = (

@@ -96,6 +96,8 @@ pub struct ChamberStats {
     pub bytes_read: u64,
     /// Read calls the chamber made.
     pub read_calls: u64,
+    /// Time the host spent serving those reads (cache or storage), part of `elapsed`.
+    pub read_time: Duration,
     /// Peak linear memory of the chamber.
     pub peak_memory: u64,
     /// The bee's budget.
@@ -128,6 +130,7 @@ struct ChamberState {
     max_read: u64,
     bytes_read: u64,
     read_calls: u64,
+    read_time: Duration,
     chunks: Vec<Vec<u8>>,
 }
 
@@ -158,7 +161,9 @@ impl cells::Host for ChamberState {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| format!("range {offset}+{len} overflows"))?;
+        let started = std::time::Instant::now();
         let bytes = self.source.read(cell, offset..end)?;
+        self.read_time += started.elapsed();
         self.bytes_read += bytes.len() as u64;
         self.read_calls += 1;
         Ok(Vec::from(bytes))
@@ -299,6 +304,7 @@ impl ChamberEngine {
             max_read: budget,
             bytes_read: 0,
             read_calls: 0,
+            read_time: Duration::ZERO,
             chunks: Vec::new(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -422,6 +428,7 @@ impl ChamberEngine {
                 rows: summary.rows,
                 bytes_read: state.bytes_read,
                 read_calls: state.read_calls,
+                read_time: state.read_time,
                 peak_memory: peak,
                 budget,
                 pool_peak: summary.pool_peak_bytes,

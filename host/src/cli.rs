@@ -191,7 +191,7 @@ pub fn run_load(
 ) -> Result<String> {
     let rt = runtime()?;
     rt.block_on(async {
-        let lake = Lake::open(&settings.lake).await?;
+        let lake = Lake::open_with(&settings.lake, &settings.s3).await?;
         let mut progress = Progress::new();
         let summary = load(&lake, files, frame, options, &mut |p| progress.update(p)).await;
         progress.finish();
@@ -286,7 +286,7 @@ pub fn run_describe(settings: &Settings, frame: &str) -> Result<String> {
 pub fn run_vacuum(settings: &Settings, grace: Duration) -> Result<String> {
     let rt = runtime()?;
     rt.block_on(async {
-        let lake = Lake::open(&settings.lake).await?;
+        let lake = Lake::open_with(&settings.lake, &settings.s3).await?;
         let report = lake.vacuum(grace).await?;
         Ok(format!("{report:?}\n"))
     })
@@ -325,7 +325,7 @@ pub fn run_init(settings: &Settings, path: &Path, force: bool) -> Result<String>
 pub fn run_status(settings: &Settings) -> Result<String> {
     let rt = runtime()?;
     rt.block_on(async {
-        let lake = Lake::open(&settings.lake).await?;
+        let lake = Lake::open_with(&settings.lake, &settings.s3).await?;
         let registry = lake.registry().await?;
         let frames = registry.frame_count();
         let hw = &settings.hardware;

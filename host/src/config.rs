@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::lake::S3Options;
 use crate::swarm::{Distribute, HotWrites};
 use crate::{Error, Result};
 
@@ -110,6 +111,7 @@ struct FileConfig {
     cell_cache_dir: Option<PathBuf>,
     cell_cache_mib: Option<u64>,
     hot_writes: Option<String>,
+    s3: Option<BTreeMap<String, String>>,
 }
 
 /// Values given on the command line; `None` leaves the setting to the file, environment or
@@ -154,6 +156,9 @@ pub struct Settings {
     pub cell_cache: Option<u64>,
     /// What writes do while the node is hot.
     pub hot_writes: HotWrites,
+    /// Options of an S3 lake from the file's `[s3]` table (credentials, region, endpoint),
+    /// under the `AWS_*` environment and the lake URI.
+    pub s3: S3Options,
     /// The machine the defaults were derived from.
     pub hardware: Hardware,
     /// The configuration file that was read, if any.
@@ -208,6 +213,7 @@ impl Settings {
             cell_cache_dir: crate::default_cache_dir().join("cells"),
             cell_cache: None,
             hot_writes: HotWrites::Block,
+            s3: S3Options::default(),
             hardware,
             file: None,
             sources: BTreeMap::new(),
@@ -430,6 +436,14 @@ impl Settings {
             })?,
         };
 
+        let s3 = match file.s3 {
+            None => S3Options::default(),
+            Some(table) => S3Options::parse(table).map_err(|e| match e {
+                Error::Config(why) => Error::Config(format!("{}: {why}", file_source())),
+                other => other,
+            })?,
+        };
+
         Ok(Self {
             lake,
             bees,
@@ -442,6 +456,7 @@ impl Settings {
             cell_cache_dir,
             cell_cache,
             hot_writes,
+            s3,
             hardware,
             file: path,
             sources,
@@ -488,7 +503,17 @@ impl Settings {
              # cell_cache_mib = 2048\n\
              \n\
              # What writes do while the node is hot: block (wait up to the deadline), error, ignore.\n\
-             hot_writes = \"{hot_writes}\"\n",
+             hot_writes = \"{hot_writes}\"\n\
+             \n\
+             # An S3 lake (lake = \"s3://bucket/prefix?endpoint=...&region=...\") takes its\n\
+             # credentials from the AWS_* environment variables, or from this table (the\n\
+             # environment wins, the lake URI wins over both):\n\
+             # [s3]\n\
+             # access_key_id = \"...\"\n\
+             # secret_access_key = \"...\"\n\
+             # region = \"us-east-1\"\n\
+             # endpoint = \"http://192.168.1.10:9000\"\n\
+             # allow_http = \"true\"\n",
             cores = self.hardware.cores,
             memory = self.hardware.memory / MIB,
             cgroup = if self.hardware.cgroup_limited {
@@ -528,7 +553,7 @@ fn read_file(path: &Path) -> Result<FileConfig> {
             ""
         } else {
             "; allowed keys: lake, bees, budget_mib, deadline_secs, cache_dir, heartbeat_secs, \
-             poll_ms, distribute, cell_cache_dir, cell_cache_mib, hot_writes"
+             poll_ms, distribute, cell_cache_dir, cell_cache_mib, hot_writes, [s3]"
         };
         Error::Config(format!(
             "configuration file {}{}: {message}{keys}",
@@ -659,6 +684,31 @@ mod tests {
             .expect_err("wrong type")
             .to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn an_s3_table_holds_storage_options_and_hides_secrets() {
+        let file = "bees = 2\n[s3]\naccess_key_id = \"AKIA1\"\nsecret_access_key = \"hush\"\n\
+                    region = \"eu-west-1\"\n";
+        let s = resolve(Some(file), &[], Overrides::default()).expect("s3 table");
+        assert!(!s.s3.is_empty());
+        let shown = format!("{s:?}");
+        assert!(shown.contains("secret_access_key"), "{shown}");
+        assert!(
+            !shown.contains("hush") && !shown.contains("AKIA1"),
+            "{shown}"
+        );
+
+        let err = resolve(
+            Some("[s3]\nsecret_key = \"x\"\n"),
+            &[],
+            Overrides::default(),
+        )
+        .expect_err("unknown s3 key")
+        .to_string();
+        assert!(err.contains("config.toml"), "{err}");
+        assert!(err.contains("`secret_key` is not an S3 option"), "{err}");
+        assert!(err.contains("secret_access_key"), "{err}");
     }
 
     #[test]

@@ -659,11 +659,12 @@ impl QuerySession {
                 rows.push((
                     format!("{}{attempts}", run.label),
                     format!(
-                        "{node}bee {}: {} cells, {} bytes read in {} reads, {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget",
+                        "{node}bee {}: {} cells, {} bytes read in {} reads ({:.1} ms), {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget",
                         stats.bee,
                         run.cells,
                         stats.bytes_read,
                         stats.read_calls,
+                        stats.read_time.as_secs_f64() * 1e3,
                         stats.rows,
                         stats.elapsed.as_secs_f64() * 1e3,
                         stats.peak_memory as f64 / MIB,

@@ -3,75 +3,17 @@
 //! end. Every process reaches it as a user would: `s3://bucket/prefix?endpoint=...` and the
 //! `AWS_*` environment variables.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
-const BUCKET: &str = "apiary-test";
+mod support;
 
-/// A moto server for one test, stopped when dropped.
-struct S3Server {
-    child: Child,
-    port: u16,
-}
-
-impl S3Server {
-    fn start() -> Self {
-        let python = std::env::var_os("APIARY_S3_PYTHON").map_or_else(
-            || {
-                PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                    .join(".cache/apiary/s3-venv/bin/python")
-            },
-            PathBuf::from,
-        );
-        assert!(
-            python.exists(),
-            "no S3 test server at {}: run `just setup`",
-            python.display()
-        );
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3_server.py");
-        let mut child = Command::new(&python)
-            .arg(script)
-            .args(["--bucket", BUCKET])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the S3 server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the server's port");
-        let port = line
-            .trim()
-            .strip_prefix("port ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from the S3 server: {line:?}"));
-        Self { child, port }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// A fresh lake under its own prefix.
-    fn lake(&self, prefix: &str) -> String {
-        format!(
-            "s3://{BUCKET}/{prefix}?endpoint={}&allow_http=true",
-            self.endpoint()
-        )
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::s3::S3Server;
 
 /// The binary with S3 credentials, a private home and the shared compiled guest.
-fn apiary(home: &Path, lake: &str) -> Command {
+fn apiary(server: &S3Server, home: &Path, lake: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_apiary"));
+    server.credentials(&mut command);
     command
         .env(
             "APIARY_CACHE_DIR",
@@ -79,10 +21,6 @@ fn apiary(home: &Path, lake: &str) -> Command {
         )
         .env("APIARY_CELL_CACHE_MIB", "0")
         .env("HOME", home)
-        .env("AWS_ACCESS_KEY_ID", "apiary")
-        .env("AWS_SECRET_ACCESS_KEY", "apiary-secret")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_ENDPOINT")
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("XDG_DATA_HOME")
         .env_remove("APIARY_CONFIG")
@@ -107,7 +45,7 @@ fn eight_writer_processes_commit_exactly_four_hundred_versions_on_s3() {
     let server = S3Server::start();
     let home = tempfile::tempdir().expect("home");
     let lake = server.lake("race");
-    ok(&apiary(home.path(), &lake)
+    ok(&apiary(&server, home.path(), &lake)
         .args(["sql", "CREATE FRAME events (id BIGINT NOT NULL)"])
         .output()
         .expect("create"));
@@ -116,7 +54,7 @@ fn eight_writer_processes_commit_exactly_four_hundred_versions_on_s3() {
             let inserts: Vec<String> = (0..50)
                 .map(|i| format!("INSERT INTO events VALUES ({})", w * 1000 + i))
                 .collect();
-            apiary(home.path(), &lake)
+            apiary(&server, home.path(), &lake)
                 .arg("sql")
                 .args(&inserts)
                 .stdout(Stdio::piped())
@@ -128,7 +66,7 @@ fn eight_writer_processes_commit_exactly_four_hundred_versions_on_s3() {
     for writer in writers {
         ok(&writer.wait_with_output().expect("writer"));
     }
-    let text = ok(&apiary(home.path(), &lake)
+    let text = ok(&apiary(&server, home.path(), &lake)
         .args([
             "sql",
             "--format",
@@ -138,7 +76,7 @@ fn eight_writer_processes_commit_exactly_four_hundred_versions_on_s3() {
         .output()
         .expect("count"));
     assert_eq!(text.trim(), "n,ids\n400,400");
-    let text = ok(&apiary(home.path(), &lake)
+    let text = ok(&apiary(&server, home.path(), &lake)
         .args(["describe", "events"])
         .output()
         .expect("describe"));
@@ -151,23 +89,23 @@ fn chambers_read_only_the_column_chunks_they_need_over_s3() {
     let home = tempfile::tempdir().expect("home");
     let lake = server.lake("ranged");
     let data = home.path().join("tpch");
-    ok(&apiary(home.path(), &lake)
+    ok(&apiary(&server, home.path(), &lake)
         .args(["generate", "--scale", "0.01", "--out"])
         .arg(&data)
         .arg("lineitem")
         .output()
         .expect("generate"));
-    ok(&apiary(home.path(), &lake)
+    ok(&apiary(&server, home.path(), &lake)
         .arg("load")
         .arg(data.join("lineitem.parquet"))
         .args(["INTO", "lineitem", "--create"])
         .output()
         .expect("load"));
-    let describe = ok(&apiary(home.path(), &lake)
+    let describe = ok(&apiary(&server, home.path(), &lake)
         .args(["describe", "lineitem"])
         .output()
         .expect("describe"));
-    let explain = ok(&apiary(home.path(), &lake)
+    let explain = ok(&apiary(&server, home.path(), &lake)
         .args([
             "sql",
             "--format",
@@ -199,10 +137,11 @@ fn chambers_read_only_the_column_chunks_they_need_over_s3() {
 }
 
 #[test]
-fn a_wrong_endpoint_or_a_missing_bucket_is_named() {
+fn a_wrong_endpoint_a_missing_bucket_or_refused_credentials_are_named() {
     let server = S3Server::start();
     let home = tempfile::tempdir().expect("home");
     let out = apiary(
+        &server,
         home.path(),
         "s3://apiary-test/x?endpoint=http://127.0.0.1:9&allow_http=true",
     )
@@ -218,7 +157,7 @@ fn a_wrong_endpoint_or_a_missing_bucket_is_named() {
         "s3://no-such-bucket/x?endpoint={}&allow_http=true",
         server.endpoint()
     );
-    let out = apiary(home.path(), &missing)
+    let out = apiary(&server, home.path(), &missing)
         .arg("status")
         .output()
         .expect("status");
@@ -227,10 +166,99 @@ fn a_wrong_endpoint_or_a_missing_bucket_is_named() {
     assert!(err.contains("the bucket does not exist"), "{err}");
     assert!(err.contains("no-such-bucket"), "{err}");
 
-    let out = apiary(home.path(), "s3://ab/x")
+    let out = apiary(&server, home.path(), "s3://ab/x")
         .arg("status")
         .output()
         .expect("status");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least 3 characters"), "{err}");
+
+    // A server that checks credentials: a wrong secret, then an unknown key, are refused
+    // with the cause named, and the right ones work.
+    let strict = S3Server::start_checking_credentials();
+    let lake = strict.lake("strict");
+    ok(&apiary(&strict, home.path(), &lake)
+        .arg("status")
+        .output()
+        .expect("status"));
+    for (key, secret, code) in [
+        (None, "not-the-secret", "SignatureDoesNotMatch"),
+        (Some("AKIAUNKNOWN0000000000"), "x", "InvalidAccessKeyId"),
+    ] {
+        let mut command = apiary(&strict, home.path(), &lake);
+        command.env("AWS_SECRET_ACCESS_KEY", secret);
+        if let Some(key) = key {
+            command.env("AWS_ACCESS_KEY_ID", key);
+        }
+        let out = command.arg("status").output().expect("status");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("the credentials were refused"), "{err}");
+        assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+        assert!(err.contains(code), "{err}");
+        assert_eq!(
+            err.lines().filter(|l| !l.trim().is_empty()).count(),
+            1,
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn credentials_can_come_from_the_configuration_file() {
+    let server = S3Server::start_checking_credentials();
+    let home = tempfile::tempdir().expect("home");
+    let lake = server.lake("configured");
+    let mut with_env = apiary(&server, home.path(), &lake);
+    let key = with_env
+        .get_envs()
+        .find(|(k, _)| *k == "AWS_ACCESS_KEY_ID")
+        .and_then(|(_, v)| v)
+        .map(|v| v.to_string_lossy().into_owned())
+        .expect("key");
+    let secret = with_env
+        .get_envs()
+        .find(|(k, _)| *k == "AWS_SECRET_ACCESS_KEY")
+        .and_then(|(_, v)| v)
+        .map(|v| v.to_string_lossy().into_owned())
+        .expect("secret");
+    ok(&with_env
+        .args([
+            "sql",
+            "CREATE FRAME t (x BIGINT)",
+            "INSERT INTO t VALUES (7)",
+        ])
+        .output()
+        .expect("create"));
+    let config = home.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[s3]\naccess_key_id = \"{key}\"\nsecret_access_key = \"{secret}\"\nregion = \"us-east-1\"\n"
+        ),
+    )
+    .expect("config");
+    let from_file = || {
+        let mut command = apiary(&server, home.path(), &lake);
+        command
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("APIARY_CONFIG", &config);
+        command
+    };
+    let text = ok(&from_file()
+        .args(["sql", "--format", "csv", "SELECT x FROM t"])
+        .output()
+        .expect("select"));
+    assert_eq!(text.trim(), "x\n7");
+    // The environment wins over the file.
+    let out = from_file()
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        .env("AWS_ACCESS_KEY_ID", &key)
+        .args(["sql", "SELECT x FROM t"])
+        .output()
+        .expect("select");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the credentials were refused"), "{err}");
 }

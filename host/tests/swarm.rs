@@ -1,6 +1,6 @@
-//! The swarm with real processes: `apiary node`s sharing one lake directory, killed with
-//! SIGKILL, frozen with SIGSTOP, stopped with SIGTERM, and `apiary sql` coordinating
-//! distributed statements through the lake.
+//! The swarm with real processes: `apiary node`s sharing one lake (a directory, or a
+//! bucket on the S3 test server), killed with SIGKILL, frozen with SIGSTOP, stopped with
+//! SIGTERM, and `apiary sql` coordinating distributed statements through the lake.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,8 +8,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use apiary_host::{Lake, TPCH_QUERIES, WriteMode, generate_tpch};
+use apiary_host::{Lake, Meadow, S3Options, TPCH_QUERIES, WriteMode, generate_tpch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+mod support;
+
+use support::s3::S3Server;
 
 /// Heartbeat interval of the test nodes, in seconds.
 const HEARTBEAT: u64 = 1;
@@ -28,9 +32,58 @@ fn tmp_root() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
-/// The binary with a private home and the shared compiled guest.
-fn command(home: &Path) -> Command {
+/// Where a test's lake lives: a local directory, or a prefix on its own S3 test server.
+struct TestLake {
+    uri: String,
+    server: Option<S3Server>,
+    meadow: Meadow,
+}
+
+impl TestLake {
+    fn local(dir: &Path) -> Self {
+        let uri = dir.join("lake").to_str().expect("utf-8").to_owned();
+        let meadow = Meadow::open(&uri).expect("meadow");
+        Self {
+            uri,
+            server: None,
+            meadow,
+        }
+    }
+
+    fn s3(prefix: &str) -> Self {
+        let server = S3Server::start();
+        Self {
+            uri: server.lake(prefix),
+            meadow: server.meadow(prefix),
+            server: Some(server),
+        }
+    }
+
+    fn options(&self) -> S3Options {
+        self.server
+            .as_ref()
+            .map_or_else(S3Options::default, S3Server::options)
+    }
+
+    /// Objects and directories directly under `prefix`.
+    fn count(&self, prefix: &str) -> usize {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (objects, dirs) = rt
+            .block_on(self.meadow.list_dir(prefix))
+            .expect("list the lake");
+        objects.len() + dirs.len()
+    }
+}
+
+/// The binary on `lake` with a private home and the shared compiled guest.
+fn command(lake: &TestLake, home: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_apiary"));
+    if let Some(server) = &lake.server {
+        server.credentials(&mut command);
+    }
     command
         .env("APIARY_CACHE_DIR", tmp_root().join("cwasm"))
         .env("APIARY_CELL_CACHE_DIR", home.join("cells"))
@@ -43,7 +96,8 @@ fn command(home: &Path) -> Command {
         .env_remove("APIARY_BEES")
         .env_remove("APIARY_BUDGET_MIB")
         .env_remove("APIARY_DISTRIBUTE")
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        .args(["--lake", &lake.uri]);
     command
 }
 
@@ -55,12 +109,10 @@ struct Node {
 }
 
 impl Node {
-    fn start(root: &Path, lake: &Path, name: &str) -> Self {
+    fn start(root: &Path, lake: &TestLake, name: &str) -> Self {
         let home = root.join(name);
         std::fs::create_dir_all(&home).expect("home");
-        let mut child = command(&home)
-            .arg("--lake")
-            .arg(lake)
+        let mut child = command(lake, &home)
             .args(["--bees", "1", "--budget-mib", "64", "node", "--node-dir"])
             .arg(&home)
             .stdout(Stdio::null())
@@ -140,8 +192,8 @@ impl Drop for Node {
     }
 }
 
-fn heartbeat_files(lake: &Path) -> usize {
-    std::fs::read_dir(lake.join("_heartbeats")).map_or(0, |d| d.count())
+fn heartbeat_files(lake: &TestLake) -> usize {
+    lake.count("_heartbeats")
 }
 
 fn stdout(output: &Output) -> String {
@@ -153,13 +205,11 @@ fn stderr(output: &Output) -> String {
 }
 
 /// `apiary sql` as a client of the swarm (not a node itself).
-fn sql(root: &Path, lake: &Path, distribute: &str, statements: &[&str]) -> Command {
+fn sql(root: &Path, lake: &TestLake, distribute: &str, statements: &[&str]) -> Command {
     let home = root.join("client");
     std::fs::create_dir_all(&home).expect("home");
-    let mut command = command(&home);
+    let mut command = command(lake, &home);
     command
-        .arg("--lake")
-        .arg(lake)
         .args([
             "-v",
             "--bees",
@@ -176,17 +226,16 @@ fn sql(root: &Path, lake: &Path, distribute: &str, statements: &[&str]) -> Comma
     command
 }
 
-/// A lake holding TPC-H SF 0.01 in `tpch.part`, lineitem partitioned by ship mode (7
+/// `lake`, filled with TPC-H SF 0.01 in `tpch.part`, lineitem partitioned by ship mode (7
 /// cells) and orders by priority (5 cells).
-fn tpch_lake(dir: &Path) -> PathBuf {
-    let path = dir.join("lake");
+fn tpch_lake(lake: TestLake) -> TestLake {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let lake = Lake::open(path.to_str().expect("utf-8"))
+        let lake = Lake::open_with(&lake.uri, &lake.options())
             .await
             .expect("open");
         lake.create_hive("tpch", false).await.expect("hive");
@@ -214,11 +263,11 @@ fn tpch_lake(dir: &Path) -> PathBuf {
                 .expect("write");
         }
     });
-    path
+    lake
 }
 
 /// Start `names` as nodes and wait until each has seen every other one alive.
-fn swarm(root: &Path, lake: &Path, names: &[&str]) -> Vec<Node> {
+fn swarm(root: &Path, lake: &TestLake, names: &[&str]) -> Vec<Node> {
     let nodes: Vec<Node> = names.iter().map(|n| Node::start(root, lake, n)).collect();
     for node in &nodes {
         for other in nodes.iter().filter(|o| o.id != node.id) {
@@ -231,23 +280,33 @@ fn swarm(root: &Path, lake: &Path, names: &[&str]) -> Vec<Node> {
     nodes
 }
 
-fn queries_in_flight(lake: &Path) -> usize {
-    std::fs::read_dir(lake.join("_queries")).map_or(0, |d| d.count())
+fn queries_in_flight(lake: &TestLake) -> usize {
+    lake.count("_queries")
 }
 
 #[test]
 fn nodes_discover_each_other_and_see_a_kill_and_a_departure() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("dir");
-    let lake = dir.path().join("lake");
+    discovery(dir.path(), &TestLake::local(dir.path()));
+}
+
+#[test]
+fn on_s3_nodes_discover_each_other_and_see_a_kill_and_a_departure() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("dir");
+    discovery(dir.path(), &TestLake::s3("discovery"));
+}
+
+fn discovery(root: &Path, lake: &TestLake) {
     let nodes: Vec<Node> = ["a", "b", "c"]
         .iter()
-        .map(|n| Node::start(dir.path(), &lake, n))
+        .map(|n| Node::start(root, lake, n))
         .collect();
     // Discovery: within two heartbeat intervals of the last node's first heartbeat, every
     // node has logged the other two alive.
     let started = Instant::now();
-    while heartbeat_files(&lake) < 3 {
+    while heartbeat_files(lake) < 3 {
         assert!(started.elapsed() < Duration::from_secs(30), "3 heartbeats");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -304,9 +363,7 @@ fn nodes_discover_each_other_and_see_a_kill_and_a_departure() {
     // And a fresh reader (`apiary status`) shows the survivor alive and the killed node not
     // alive: it judges by the writer's timestamp less the skew allowance, so up to 2 s later
     // than the nodes watching all along.
-    let status = command(&dir.path().join("client"))
-        .arg("--lake")
-        .arg(&lake)
+    let status = command(lake, &root.join("client"))
         .arg("status")
         .output()
         .expect("status");
@@ -323,20 +380,27 @@ fn nodes_discover_each_other_and_see_a_kill_and_a_departure() {
 fn distributed_answers_equal_one_node_and_survive_a_killed_worker() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("dir");
-    let lake = tpch_lake(dir.path());
-    let root = dir.path();
+    distributed(dir.path(), &tpch_lake(TestLake::local(dir.path())));
+}
+
+#[test]
+fn on_s3_distributed_answers_equal_one_node_and_survive_a_killed_worker() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("dir");
+    distributed(dir.path(), &tpch_lake(TestLake::s3("distributed")));
+}
+
+fn distributed(root: &Path, lake: &TestLake) {
     let mut statements = vec!["USE tpch.part"];
     statements.extend(TPCH_QUERIES.iter().map(|(_, sql)| *sql));
 
-    let alone = sql(root, &lake, "never", &statements)
-        .output()
-        .expect("sql");
+    let alone = sql(root, lake, "never", &statements).output().expect("sql");
     assert!(alone.status.success(), "{}", stderr(&alone));
     let expected = stdout(&alone);
     assert!(expected.lines().count() > 100, "{expected}");
 
-    let nodes = swarm(root, &lake, &["a", "b", "c"]);
-    let shared = sql(root, &lake, "always", &statements)
+    let nodes = swarm(root, lake, &["a", "b", "c"]);
+    let shared = sql(root, lake, "always", &statements)
         .output()
         .expect("sql");
     assert!(shared.status.success(), "{}", stderr(&shared));
@@ -347,7 +411,7 @@ fn distributed_answers_equal_one_node_and_survive_a_killed_worker() {
     // Q1 ran as fragments on all three nodes, merged here.
     let q1 = TPCH_QUERIES[0].1;
     let explain = format!("EXPLAIN ANALYZE {q1}");
-    let out = sql(root, &lake, "always", &["USE tpch.part", &explain])
+    let out = sql(root, lake, "always", &["USE tpch.part", &explain])
         .output()
         .expect("explain");
     let text = stdout(&out);
@@ -356,22 +420,22 @@ fn distributed_answers_equal_one_node_and_survive_a_killed_worker() {
     for node in &nodes {
         assert!(text.contains(&format!("node {}, bee 0", node.id)), "{text}");
     }
-    assert_eq!(queries_in_flight(&lake), 0, "query directories are removed");
+    assert_eq!(queries_in_flight(lake), 0, "query directories are removed");
 
     // kill -9 of a worker mid-query: freeze it first so that it holds its tasks unfinished,
     // start the query, and kill it once the manifest is out.
-    let q1_alone = sql(root, &lake, "never", &["USE tpch.part", q1])
+    let q1_alone = sql(root, lake, "never", &["USE tpch.part", q1])
         .output()
         .expect("q1");
     let victim = &nodes[2];
     victim.signal("-STOP");
-    let coordinator = sql(root, &lake, "always", &["USE tpch.part", q1])
+    let coordinator = sql(root, lake, "always", &["USE tpch.part", q1])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("coordinator");
     let started = Instant::now();
-    while queries_in_flight(&lake) == 0 {
+    while queries_in_flight(lake) == 0 {
         assert!(started.elapsed() < Duration::from_secs(30), "no manifest");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -388,7 +452,7 @@ fn distributed_answers_equal_one_node_and_survive_a_killed_worker() {
 fn a_fragment_every_worker_fails_is_abandoned_with_a_diagnostic() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("dir");
-    let lake = tpch_lake(dir.path());
+    let lake = tpch_lake(TestLake::local(dir.path()));
     let root = dir.path();
     let nodes = swarm(root, &lake, &["a", "b", "c"]);
     // Every worker freezes: each attempt falls silent, and after three the statement gives

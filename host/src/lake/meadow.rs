@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -54,19 +54,29 @@ fn storage_err(key: &str, err: object_store::Error) -> Error {
 }
 
 impl Meadow {
-    /// Open the lake at `uri`: `file:///abs/dir`, `/abs/dir`, `relative/dir` or `memory://`.
-    /// A local directory is created if missing.
+    /// Open the lake at `uri`: `file:///abs/dir`, `/abs/dir`, `relative/dir`, `memory://`
+    /// or `s3://bucket/prefix?...` (see [`S3Options`]). A local directory is created if
+    /// missing.
     ///
     /// # Errors
     /// [`Error::Config`] for an unsupported scheme, [`Error::Io`] if the directory cannot be
     /// created.
     pub fn open(uri: &str) -> Result<Self> {
+        Self::open_with(uri, &S3Options::default())
+    }
+
+    /// [`Meadow::open`], with `s3` as the lowest-precedence options of an S3 lake (under
+    /// the `AWS_*` environment and the URI's own options).
+    ///
+    /// # Errors
+    /// As [`Meadow::open`].
+    pub fn open_with(uri: &str, s3_options: &S3Options) -> Result<Self> {
         let store: Arc<dyn ObjectStore> = if uri == "memory://" || uri == "memory:" {
             Arc::new(InMemory::new())
         } else if let Some(rest) = uri.strip_prefix("file://") {
             Arc::new(local(rest)?)
         } else if let Some(rest) = uri.strip_prefix("s3://") {
-            s3(uri, rest)?
+            s3(uri, rest, s3_options)?
         } else if uri.contains("://") {
             let scheme = uri.split("://").next().unwrap_or_default();
             return Err(Error::Config(format!(
@@ -218,7 +228,7 @@ impl Meadow {
         };
         Error::Storage {
             key: key.clone(),
-            message: format!("lake {}: {cause} ({message})", self.uri),
+            message: format!("lake {}: {cause} ({})", self.uri, one_line(message)),
         }
     }
 
@@ -266,21 +276,83 @@ impl Meadow {
     }
 }
 
+/// Options of S3 lakes given in the configuration file's `[s3]` table: object_store's
+/// Amazon configuration keys, with or without their `aws_` prefix (`access_key_id`,
+/// `secret_access_key`, `session_token`, `region`, `endpoint`, `allow_http`,
+/// `virtual_hosted_style_request`, ...). They have the lowest precedence: the `AWS_*`
+/// environment variables override them, and the lake URI's options override both. `Debug`
+/// shows the keys, never the values.
+#[derive(Clone, Default, PartialEq)]
+pub struct S3Options(Vec<(AmazonS3ConfigKey, String)>);
+
+impl S3Options {
+    /// Check and keep `pairs` (key, value).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming a key object_store does not know.
+    pub fn parse<K: AsRef<str>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self> {
+        let mut options = Vec::new();
+        for (key, value) in pairs {
+            let key = key.as_ref();
+            let parsed = key.to_ascii_lowercase().parse().map_err(|_| {
+                Error::Config(format!(
+                    "[s3] `{key}` is not an S3 option; expected one of access_key_id, \
+                     secret_access_key, session_token, region, endpoint, allow_http, \
+                     virtual_hosted_style_request, skip_signature, checksum_algorithm, \
+                     unsigned_payload, conditional_put or another object_store Amazon key"
+                ))
+            })?;
+            options.push((parsed, value.into()));
+        }
+        Ok(Self(options))
+    }
+
+    /// Whether no option is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k.as_ref()))
+            .finish()
+    }
+}
+
 /// An S3-compatible bucket: `s3://bucket[/prefix][?key=value&...]`. Keys: `endpoint`,
 /// `region`, `allow_http` (`true` to allow plain HTTP, for a local server), `path_style`
 /// (`true` for `endpoint/bucket/key` requests; the default is virtual-hosted style when no
-/// endpoint is given, path style when one is). Credentials and anything not in the URI come
-/// from the usual `AWS_*` environment variables.
-fn s3(uri: &str, rest: &str) -> Result<Arc<dyn ObjectStore>> {
+/// endpoint is given, path style when one is). Anything not in the URI (credentials above
+/// all) comes from the usual `AWS_*` environment variables, then from `options`.
+fn s3(uri: &str, rest: &str, options: &S3Options) -> Result<Arc<dyn ObjectStore>> {
     let bad = |why: String| Error::Config(format!("lake URI `{uri}`: {why}"));
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
     if bucket.len() < 3 {
         return Err(bad("a bucket name has at least 3 characters".into()));
     }
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    let mut endpoint = None;
+    // The file's options, then the environment over them (read as
+    // `AmazonS3Builder::from_env` reads it), then the URI over both.
+    let environment = std::env::vars().filter_map(|(name, value)| {
+        let key = name
+            .strip_prefix("AWS_")
+            .and(name.to_ascii_lowercase().parse().ok())?;
+        Some((key, value))
+    });
+    let mut builder = AmazonS3Builder::new();
     let mut path_style = None;
+    for (key, value) in options.0.iter().cloned().chain(environment) {
+        if key == AmazonS3ConfigKey::VirtualHostedStyleRequest {
+            path_style = Some(!matches!(value.as_str(), "true" | "1"));
+        }
+        builder = builder.with_config(key, value);
+    }
+    let mut builder = builder.with_bucket_name(bucket);
+    let mut endpoint = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let flag = |value: &str| match value {
@@ -306,6 +378,7 @@ fn s3(uri: &str, rest: &str) -> Result<Arc<dyn ObjectStore>> {
             }
         };
     }
+    let endpoint = endpoint.or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
     let virtual_hosted = !path_style.unwrap_or(endpoint.is_some());
     let store = builder
         .with_virtual_hosted_style_request(virtual_hosted)
@@ -324,6 +397,25 @@ fn s3(uri: &str, rest: &str) -> Result<Arc<dyn ObjectStore>> {
     })
 }
 
+/// An S3 error on one line: an XML error body is cut to its code and message.
+fn one_line(message: &str) -> String {
+    let Some((head, body)) = message.split_once("<?xml") else {
+        return message.split_whitespace().collect::<Vec<_>>().join(" ");
+    };
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = body.find(&open)? + open.len();
+        let end = body[start..].find(&format!("</{name}>"))? + start;
+        Some(body[start..end].trim().to_owned())
+    };
+    let head = head.trim().trim_end_matches(':');
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(text)) => format!("{head}: {code}: {text}"),
+        (Some(code), None) => format!("{head}: {code}"),
+        _ => head.to_owned(),
+    }
+}
+
 fn local(dir: &str) -> Result<LocalFileSystem> {
     let path = std::path::Path::new(dir);
     std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
@@ -335,6 +427,19 @@ fn local(dir: &str) -> Result<LocalFileSystem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_s3_error_body_is_cut_to_one_line() {
+        let message = "Error performing GET http://h/b/k - Server returned non-2xx status code: \
+                       403 Forbidden: <?xml version=\"1.0\"?>\n<Error><Code>InvalidAccessKeyId</Code>\
+                       <Message>The key does not exist.</Message>\n<RequestId>x</RequestId></Error>";
+        assert_eq!(
+            one_line(message),
+            "Error performing GET http://h/b/k - Server returned non-2xx status code: 403 \
+             Forbidden: InvalidAccessKeyId: The key does not exist."
+        );
+        assert_eq!(one_line("a\n  b"), "a b");
+    }
 
     async fn conditional_create_has_one_winner(meadow: Meadow) {
         assert!(

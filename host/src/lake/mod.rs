@@ -20,7 +20,7 @@ use apiary_engine::lake::{
 };
 use bytes::Bytes;
 
-pub use meadow::Meadow;
+pub use meadow::{Meadow, S3Options};
 pub use registry::{FrameEntry, RegistryState};
 pub use vacuum::VacuumReport;
 pub use write::{WriteMode, WriteOptions, WriteResult};
@@ -44,7 +44,15 @@ impl Lake {
     /// # Errors
     /// [`Error::Config`] for a bad URI, [`Error::Storage`] if the meadow cannot be reached.
     pub async fn open(uri: &str) -> Result<Self> {
-        let meadow = Meadow::open(uri)?;
+        Self::open_with(uri, &S3Options::default()).await
+    }
+
+    /// [`Lake::open`] with options for an S3 lake (see [`S3Options`]).
+    ///
+    /// # Errors
+    /// As [`Lake::open`].
+    pub async fn open_with(uri: &str, s3: &S3Options) -> Result<Self> {
+        let meadow = Meadow::open_with(uri, s3)?;
         let registry = Registry::new(meadow.clone());
         registry.newest(None).await.map_err(|e| meadow.explain(e))?;
         Ok(Self {

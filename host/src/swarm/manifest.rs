@@ -97,6 +97,9 @@ pub enum Outcome {
         bytes_read: u64,
         /// Read calls of the chamber.
         read_calls: u64,
+        /// Time spent serving the reads, ms.
+        #[serde(default)]
+        read_ms: u64,
         /// Peak linear memory.
         peak_memory: u64,
         /// The bee's budget.
@@ -125,6 +128,7 @@ impl Outcome {
             rows: stats.rows,
             bytes_read: stats.bytes_read,
             read_calls: stats.read_calls,
+            read_ms: stats.read_time.as_millis() as u64,
             peak_memory: stats.peak_memory,
             budget: stats.budget,
             pool_peak: stats.pool_peak,
@@ -141,6 +145,7 @@ impl Outcome {
                 rows,
                 bytes_read,
                 read_calls,
+                read_ms,
                 peak_memory,
                 budget,
                 pool_peak,
@@ -151,6 +156,7 @@ impl Outcome {
                 rows,
                 bytes_read,
                 read_calls,
+                read_time: Duration::from_millis(read_ms),
                 peak_memory,
                 budget,
                 pool_peak,
