@@ -101,7 +101,7 @@ bench-ssb *ARGS: (bench-tpch "--suite ssb" ARGS)
 # The variants: one bee, two nodes on this machine, a 1 GiB Pi, fact tables in date order.
 bench-variants:
     just bench-tpch --profile one-bee
-    just bench-tpch --profile two-nodes
+    just bench-tpch --profile two-nodes --budget-mib 256
     just bench-tpch --profile pi-1g
     just bench-tpch --layout by-date
     just bench-ssb --layout by-date

@@ -9,8 +9,9 @@
 //! derived from TPC-H's, as SSB's own generator derives them; see `ssb/mod.rs`).
 //!
 //! Profiles: `all-bees` (one node, a bee per core), `one-bee`, `pi-1g` (4 bees x 128 MiB, a
-//! 1 GiB Pi), `two-nodes` (a coordinator and a second node on this machine, sharing the cores,
-//! each with its own cell cache; split statements go to both). Layouts: `plain` (the files'
+//! 1 GiB Pi), `two-nodes` (two nodes on this machine sharing the cores, each with its own cell
+//! cache, and this process as their client: split statements go to the nodes, statements that
+//! are not split and the merges run on the client's bees). Layouts: `plain` (the files'
 //! order) and `by-date` (lineitem, orders and SSB's lineorder written in ship, order and
 //! order date order, so each cell covers a date range and the cells' min/max statistics
 //! prune date predicates).
@@ -114,7 +115,7 @@ fn args() -> anyhow::Result<Args> {
             args.bees = 4;
             args.budget_mib = 128;
         }
-        // Two nodes share the machine's cores and memory.
+        // Two nodes (and their client) share the machine's cores and memory.
         "two-nodes" => {
             args.bees = args.bees.div_ceil(2);
             args.budget_mib = Settings::for_machine()
@@ -343,7 +344,7 @@ fn main() -> anyhow::Result<()> {
     let native_rss = peak_rss();
     drop(native_ctx);
 
-    // Apiary: one node (or a coordinator and a second node) over the lake.
+    // Apiary: one node (or a client of two nodes) over the lake.
     println!(
         "Apiary, {} bees x {} MiB ({}, {} layout)",
         args.bees, args.budget_mib, args.profile, args.layout
@@ -377,41 +378,42 @@ fn main() -> anyhow::Result<()> {
             ),
         ))?
         .with_node("coordinator");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let second = if two_nodes {
-        let node = rt
-            .block_on(Apiary::open(
-                &uri,
-                node_settings("second", Distribute::Never),
-            ))?
-            .with_node("second");
-        let serving = rt.spawn(async move {
-            serve(
-                &node,
-                async {
-                    let _ = stopped.await;
-                },
-                |line| eprintln!("second node: {line}"),
-            )
-            .await
-        });
+    // Two nodes: `apiary node`s serving the lake, with this process as their client (its own
+    // bees run the statements that are not split, and the merges).
+    let mut stops = Vec::new();
+    let mut serving = Vec::new();
+    if two_nodes {
+        for name in ["node-a", "node-b"] {
+            let node = rt
+                .block_on(Apiary::open(&uri, node_settings(name, Distribute::Never)))?
+                .with_node(name);
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            stops.push(stop);
+            serving.push(rt.spawn(async move {
+                serve(
+                    &node,
+                    async {
+                        let _ = stopped.await;
+                    },
+                    |line| eprintln!("{name}: {line}"),
+                )
+                .await
+            }));
+        }
         rt.block_on(async {
             let started = Instant::now();
             loop {
                 let views = world_view(apiary.lake(), Duration::from_secs(1)).await?;
-                if views.iter().any(|n| n.liveness == Liveness::Alive) {
+                if views.iter().filter(|n| n.liveness == Liveness::Alive).count() == 2 {
                     return anyhow::Ok(());
                 }
                 if started.elapsed() > Duration::from_secs(60) {
-                    bail!("the second node did not start");
+                    bail!("the two nodes did not start");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })?;
-        Some(serving)
-    } else {
-        None
-    };
+    }
     // The first chambers page in the compiled guest; measure the queries, not that.
     rt.block_on(apiary.sql("SELECT 1"))?;
     reset_peak_rss();
@@ -471,11 +473,13 @@ fn main() -> anyhow::Result<()> {
             apiary_error: error,
         });
     }
-    // The second node shares this process: its chambers are in the peak too.
+    // The nodes share this process: their chambers are in the peak too.
     let apiary_rss = peak_rss();
-    let _ = stop.send(());
-    if let Some(serving) = second {
-        rt.block_on(serving)??;
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for node in serving {
+        rt.block_on(node)??;
     }
 
     // DuckDB in its own process, same files, same threads.
@@ -536,9 +540,20 @@ async fn load_lake(dir: &Path, data: &Path, tables: &[&str], layout: &str) -> an
         let schema = Arc::new(frame.schema().as_arrow().clone());
         lake.create_frame(table, &schema, &[], true).await?;
         let mut write = lake.begin_write(table).await?;
+        // Each `add` writes its rows as cells of their own: hand it a million rows at a time.
         let mut stream = frame.execute_stream().await?;
+        let (mut chunk, mut chunk_rows) = (Vec::new(), 0);
         while let Some(batch) = stream.next().await {
-            write.add(&[batch?]).await?;
+            let batch = batch?;
+            chunk_rows += batch.num_rows();
+            chunk.push(batch);
+            if chunk_rows >= 1 << 20 {
+                write.add(&std::mem::take(&mut chunk)).await?;
+                chunk_rows = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            write.add(&chunk).await?;
         }
         let result = write.commit(WriteMode::Overwrite).await?;
         println!(
