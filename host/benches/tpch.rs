@@ -404,7 +404,12 @@ fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             loop {
                 let views = world_view(apiary.lake(), Duration::from_secs(1)).await?;
-                if views.iter().filter(|n| n.liveness == Liveness::Alive).count() == 2 {
+                if views
+                    .iter()
+                    .filter(|n| n.liveness == Liveness::Alive)
+                    .count()
+                    == 2
+                {
                     return anyhow::Ok(());
                 }
                 if started.elapsed() > Duration::from_secs(60) {
