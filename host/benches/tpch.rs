@@ -316,20 +316,7 @@ fn main() -> anyhow::Result<()> {
     reset_peak_rss();
     let native_ctx =
         SessionContext::new_with_config(SessionConfig::new().with_target_partitions(cores));
-    rt.block_on(async {
-        for &table in &tables {
-            native_ctx
-                .register_parquet(
-                    table,
-                    data.join(format!("{table}.parquet"))
-                        .to_str()
-                        .context("utf-8 path")?,
-                    ParquetReadOptions::default(),
-                )
-                .await?;
-        }
-        anyhow::Ok(())
-    })?;
+    rt.block_on(register_files(&native_ctx, &data, &tables))?;
     let mut native = Vec::new();
     for (_, sql) in &queries {
         let mut times = Vec::new();
@@ -516,6 +503,20 @@ fn main() -> anyhow::Result<()> {
     )
 }
 
+/// Register `<data>/<table>.parquet` as `table` in `ctx`, for each of `tables`.
+async fn register_files(ctx: &SessionContext, data: &Path, tables: &[&str]) -> anyhow::Result<()> {
+    for &table in tables {
+        let file = data.join(format!("{table}.parquet"));
+        ctx.register_parquet(
+            table,
+            file.to_str().context("utf-8 path")?,
+            ParquetReadOptions::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Load `tables` from `data` into a lake at `dir` through the normal write path, unless a
 /// previous run did. In the `by-date` layout the fact tables are written in date order.
 async fn load_lake(dir: &Path, data: &Path, tables: &[&str], layout: &str) -> anyhow::Result<()> {
@@ -526,15 +527,9 @@ async fn load_lake(dir: &Path, data: &Path, tables: &[&str], layout: &str) -> an
     let lake = Lake::open(&dir.display().to_string()).await?;
     println!("loading the lake at {} ({layout} layout)", dir.display());
     let ctx = SessionContext::new();
+    register_files(&ctx, data, tables).await?;
     for &table in tables {
         let started = Instant::now();
-        let file = data.join(format!("{table}.parquet"));
-        ctx.register_parquet(
-            table,
-            file.to_str().context("utf-8 path")?,
-            ParquetReadOptions::default(),
-        )
-        .await?;
         let order = match (layout, table) {
             ("by-date", "lineitem") => " ORDER BY l_shipdate",
             ("by-date", "orders") => " ORDER BY o_orderdate",

@@ -209,20 +209,8 @@ fn credentials_can_come_from_the_configuration_file() {
     let server = S3Server::start_checking_credentials();
     let home = tempfile::tempdir().expect("home");
     let lake = server.lake("configured");
-    let mut with_env = apiary(&server, home.path(), &lake);
-    let key = with_env
-        .get_envs()
-        .find(|(k, _)| *k == "AWS_ACCESS_KEY_ID")
-        .and_then(|(_, v)| v)
-        .map(|v| v.to_string_lossy().into_owned())
-        .expect("key");
-    let secret = with_env
-        .get_envs()
-        .find(|(k, _)| *k == "AWS_SECRET_ACCESS_KEY")
-        .and_then(|(_, v)| v)
-        .map(|v| v.to_string_lossy().into_owned())
-        .expect("secret");
-    ok(&with_env
+    let (key, secret) = (server.key(), server.secret());
+    ok(&apiary(&server, home.path(), &lake)
         .args([
             "sql",
             "CREATE FRAME t (x BIGINT)",
@@ -254,7 +242,7 @@ fn credentials_can_come_from_the_configuration_file() {
     // The environment wins over the file.
     let out = from_file()
         .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-        .env("AWS_ACCESS_KEY_ID", &key)
+        .env("AWS_ACCESS_KEY_ID", key)
         .args(["sql", "SELECT x FROM t"])
         .output()
         .expect("select");

@@ -12,9 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use apiary_host::cell_writer_properties;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
 
@@ -218,15 +217,7 @@ pub const QUERIES: &[(&str, &str)] = &[
 pub async fn derive(tpch: &Path, ssb: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(ssb)?;
     let ctx = SessionContext::new();
-    for table in apiary_host::TPCH_TABLES {
-        let file = tpch.join(format!("{table}.parquet"));
-        ctx.register_parquet(
-            table,
-            file.to_str().context("utf-8 path")?,
-            ParquetReadOptions::default(),
-        )
-        .await?;
-    }
+    super::register_files(&ctx, tpch, &apiary_host::TPCH_TABLES).await?;
     for (table, sql) in DERIVE {
         let path: PathBuf = ssb.join(format!("{table}.parquet"));
         if path.is_file() {

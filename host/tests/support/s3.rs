@@ -92,6 +92,16 @@ impl S3Server {
         )
     }
 
+    /// The access key this server accepts.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The secret of that key.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
     /// `command` with this server's credentials in the `AWS_*` environment, as a user gives them.
     pub fn credentials<'c>(&self, command: &'c mut Command) -> &'c mut Command {
         command
