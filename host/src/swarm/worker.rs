@@ -185,6 +185,14 @@ impl Worker {
             if let Err(err) = written {
                 tracing::warn!(%err, "could not write a task report");
             }
+            // A task taken from this node and finished elsewhere lets the coordinator end
+            // the query before this attempt reports: with the manifest gone, take back what
+            // this attempt wrote rather than leave it for the orphan sweep.
+            if let Ok(None) = lake.meadow().get(&manifest_key(&manifest.query)).await
+                && let Err(err) = remove_query(&lake, &manifest.query).await
+            {
+                tracing::warn!(%err, "could not remove a finished query's directory");
+            }
             if let Ok(mut running) = running.lock() {
                 running.remove(&key);
             }
