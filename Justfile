@@ -36,9 +36,9 @@ setup:
         "{{s3_venv}}/bin/pip" install -q "moto[server]==5.2.5"
     fi
 
-# Build the chamber guest and the hostile test guest (wasm32-wasip2 components, release).
+# Build the chamber guest, the hostile test guests and the example function module (wasm32-wasip2 components, release).
 build-guest:
-    cargo build --locked --release --target wasm32-wasip2 -p apiary-guest -p apiary-evil-guest
+    cargo build --locked --release --target wasm32-wasip2 -p apiary-guest -p apiary-evil-guest -p apiary-evil-udf -p apiary-example-udf
 
 # Build the guests and the host binary.
 build: build-guest

@@ -7,6 +7,10 @@
 //! reads local files in tests and host imports inside a chamber. Results leave as Arrow
 //! record batches, or as Arrow IPC stream chunks through [`IpcChunker`].
 //!
+//! User-defined functions ([`FunctionSignature`]) are wasm components the engine never
+//! sees: it registers them with DataFusion and calls them through a [`FunctionCaller`],
+//! one Arrow IPC batch at a time.
+//!
 //! It also owns the pure lake model in [`lake`]: names, frame schemas and write matching,
 //! partitioning, cell statistics and sizing, and the ledger with its replay.
 //!
@@ -19,6 +23,7 @@ mod ipc;
 pub mod lake;
 mod pool;
 mod spill;
+mod udf;
 
 pub use cells::{ByteSource, CellId};
 pub use error::EngineError;
@@ -28,6 +33,7 @@ pub use fragment::{
 };
 pub use ipc::{IpcChunker, decode_ipc_chunks, decode_schema, encode_schema};
 pub use pool::PeakMemoryPool;
+pub use udf::{FunctionCaller, FunctionSignature, NoFunctions, register_functions};
 
 /// Re-exported so hosts and guests use exactly the arrow version the engine was built with.
 pub use arrow;

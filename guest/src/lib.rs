@@ -17,11 +17,12 @@ use std::sync::Arc;
 use apiary_engine::arrow::datatypes::SchemaRef;
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::{
-    ByteSource, CellId, CellRef, EngineError, FragmentSink, FragmentTask, IpcChunker, MergeKind,
-    Stage, TableCells, decode_schema, default_namespace,
+    ByteSource, CellId, CellRef, EngineError, FragmentSink, FragmentTask, FunctionCaller,
+    FunctionSignature, IpcChunker, MergeKind, Stage, TableCells, decode_schema,
+    default_namespace,
 };
 use bindings::apiary::chamber::types::{self, ChamberError, Summary, Task};
-use bindings::apiary::chamber::{cells, sink};
+use bindings::apiary::chamber::{cells, functions, sink};
 
 /// Cell bytes from the host.
 #[derive(Debug)]
@@ -34,6 +35,16 @@ impl ByteSource for HostCells {
 
     fn read(&self, cell: CellId, range: Range<u64>) -> Result<bytes::Bytes, String> {
         cells::read(cell, range.start, range.end - range.start).map(bytes::Bytes::from)
+    }
+}
+
+/// User-defined functions, run by the host in their own instances.
+#[derive(Debug)]
+struct HostFunctions;
+
+impl FunctionCaller for HostFunctions {
+    fn call(&self, name: &str, args: &[u8]) -> Result<Vec<u8>, String> {
+        functions::call(name, args)
     }
 }
 
@@ -107,8 +118,14 @@ fn from_wit(task: Task) -> Result<FragmentTask, EngineError> {
             })
         })
         .collect::<Result<_, EngineError>>()?;
+    let functions = task
+        .functions
+        .iter()
+        .map(|f| FunctionSignature::parse(&f.name, &f.args, &f.returns, &f.volatility))
+        .collect::<Result<_, EngineError>>()?;
     let defaults = default_namespace();
     Ok(FragmentTask {
+        functions,
         sql: task.sql,
         tables,
         memory_pool_bytes: task.memory_pool_bytes,
@@ -145,6 +162,7 @@ impl bindings::Guest for Chamber {
             .block_on(apiary_engine::execute_fragment(
                 &task,
                 Arc::new(HostCells),
+                Arc::new(HostFunctions),
                 &mut sink,
             ))
             .map_err(to_wit)?;

@@ -67,6 +67,7 @@ struct Gauges {
 
 /// A fixed set of bees running fragments in sealed chambers.
 pub struct BeePool {
+    engine: Arc<ChamberEngine>,
     queue: Option<Sender<Job>>,
     bees: Vec<JoinHandle<()>>,
     config: PoolConfig,
@@ -121,11 +122,17 @@ impl BeePool {
             bees.push(handle);
         }
         Ok(Self {
+            engine,
             queue: Some(queue),
             bees,
             config,
             gauges,
         })
+    }
+
+    /// The chamber engine the bees share.
+    pub fn engine(&self) -> &Arc<ChamberEngine> {
+        &self.engine
     }
 
     /// The pool's configuration.

@@ -12,23 +12,40 @@
 //! - filesystem: WASI sees exactly one preopened directory, the bee's scratch dir, mounted
 //!   at `/scratch`. No environment, no arguments, no sockets; stdout is discarded and stderr
 //!   is kept (up to [`STDERR_CAPACITY`]) for trap reports.
+//!
+//! User-defined functions run inside the same walls. A fragment that may call one carries
+//! its module's `InstancePre` ([`FunctionModule`]); the chamber's `functions.call` import
+//! instantiates the module in the chamber's own store on the first call, so the function's
+//! memory counts against the same budget and the same epoch deadline stops it. Function
+//! modules are linked against WASI alone (never the chamber's imports), and while one runs
+//! WASI shows it an empty world: no files, no environment, no sockets, a clock stopped at
+//! the Unix epoch, and at most [`FUNCTION_OUTPUT_CAPACITY`] of stdout and stderr.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use apiary_engine::arrow::datatypes::SchemaRef;
 use apiary_engine::arrow::record_batch::RecordBatch;
-use apiary_engine::{ByteSource, MergeKind, Stage, TableCells, decode_ipc_chunks, encode_schema};
+use apiary_engine::{
+    ByteSource, FunctionSignature, MergeKind, Stage, TableCells, decode_ipc_chunks, encode_schema,
+};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreContextMut,
+    Trap,
+};
 use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
 
+use crate::bindings::ChamberPre;
 use crate::bindings::apiary::chamber::{cells, sink, types};
-use crate::bindings::{Chamber, ChamberPre};
+use crate::bindings::udf::{Udf, UdfPre};
 use crate::guest::GuestArtifact;
 use crate::limits::BudgetLimiter;
 use crate::{Error, GuestErrorKind, Result};
@@ -41,6 +58,21 @@ pub const STDERR_CAPACITY: usize = 64 << 10;
 
 /// Bytes of guest stderr quoted in a trap report.
 const STDERR_TAIL: usize = 2048;
+
+/// Bytes a chamber's user-defined functions may write to stdout and stderr together; a
+/// write past it fails (and Rust's `print!` then panics, which traps).
+pub const FUNCTION_OUTPUT_CAPACITY: usize = 64 << 10;
+
+/// Function modules one fragment may use: each is one more component instance and one
+/// more linear memory in the chamber's store.
+pub const MAX_FUNCTION_MODULES: usize = 2;
+
+/// The budget and deadline of the chamber that asks a module to describe itself.
+const DESCRIBE_BUDGET: u64 = 64 << 20;
+const DESCRIBE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The name under which the chamber imports user-defined functions.
+const FUNCTIONS_IMPORT: &str = "apiary:chamber/functions@0.4.0";
 
 /// Where the bee's scratch directory appears inside the chamber.
 const SCRATCH_MOUNT: &str = "/scratch";
@@ -65,6 +97,38 @@ pub struct Fragment {
     pub stage: Stage,
     /// How errors name this fragment: `the fragment`, `fragment 3 of 8`, `the merge`.
     pub label: String,
+    /// The user-defined functions the SQL may call.
+    pub functions: Vec<BoundFunction>,
+}
+
+/// A user-defined function module, compiled and linked, ready to instantiate in a chamber.
+pub struct FunctionModule {
+    hash: String,
+    pre: UdfPre<ChamberState>,
+}
+
+impl FunctionModule {
+    /// The SHA-256 of the module's bytes, in hex: its name in the lake.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+impl std::fmt::Debug for FunctionModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionModule")
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user-defined function a fragment may call: its signature and the module running it.
+#[derive(Debug, Clone)]
+pub struct BoundFunction {
+    /// Name, argument and return types, volatility.
+    pub signature: FunctionSignature,
+    /// The module that provides it.
+    pub module: Arc<FunctionModule>,
 }
 
 impl Fragment {
@@ -81,7 +145,15 @@ impl Fragment {
             default_namespace: apiary_engine::default_namespace(),
             stage: Stage::Whole,
             label: "the fragment".to_owned(),
+            functions: Vec::new(),
         }
+    }
+
+    /// The same fragment, able to call `functions`.
+    #[must_use]
+    pub fn with_functions(mut self, functions: Vec<BoundFunction>) -> Self {
+        self.functions = functions;
+        self
     }
 }
 
@@ -132,15 +204,135 @@ struct ChamberState {
     read_calls: u64,
     read_time: Duration,
     chunks: Vec<Vec<u8>>,
+    functions: FunctionSlots,
+}
+
+/// The user-defined functions of one chamber: their modules, instantiated on first call,
+/// and the empty WASI world they see.
+struct FunctionSlots {
+    by_name: HashMap<String, usize>,
+    modules: Vec<(Arc<FunctionModule>, Option<Arc<Udf>>)>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    output: MemoryOutputPipe,
+    /// The function running now (or when the chamber trapped).
+    running: Option<String>,
+}
+
+impl FunctionSlots {
+    fn new(functions: &[BoundFunction]) -> Result<Self> {
+        let mut by_name = HashMap::new();
+        let mut modules: Vec<(Arc<FunctionModule>, Option<Arc<Udf>>)> = Vec::new();
+        for function in functions {
+            let slot = match modules
+                .iter()
+                .position(|(m, _)| m.hash == function.module.hash)
+            {
+                Some(slot) => slot,
+                None => {
+                    modules.push((function.module.clone(), None));
+                    modules.len() - 1
+                }
+            };
+            by_name.insert(function.signature.name.clone(), slot);
+        }
+        if modules.len() > MAX_FUNCTION_MODULES {
+            return Err(Error::Config(format!(
+                "a statement may call functions from at most {MAX_FUNCTION_MODULES} modules; \
+                 this one calls {} ({})",
+                modules.len(),
+                functions
+                    .iter()
+                    .map(|f| f.signature.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let output = MemoryOutputPipe::new(FUNCTION_OUTPUT_CAPACITY);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(output.clone())
+            .stderr(output.clone())
+            .wall_clock(StoppedClock)
+            .monotonic_clock(StoppedClock);
+        Ok(Self {
+            by_name,
+            modules,
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            output,
+            running: None,
+        })
+    }
+}
+
+/// The clock user-defined functions see: stopped at the Unix epoch, so a function cannot
+/// tell the time, measure its own speed, or answer differently from one run to the next.
+struct StoppedClock;
+
+impl HostWallClock for StoppedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for StoppedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
 }
 
 impl WasiView for ChamberState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
+        // A user-defined function runs while the chamber waits in `functions.call`: only
+        // then does WASI answer from the function's empty world.
+        if self.functions.running.is_some() {
+            WasiCtxView {
+                ctx: &mut self.functions.wasi,
+                table: &mut self.functions.table,
+            }
+        } else {
+            WasiCtxView {
+                ctx: &mut self.wasi,
+                table: &mut self.table,
+            }
         }
     }
+}
+
+/// The chamber's `functions.call` import: run a user-defined function in its own instance,
+/// in the chamber's store. A trap inside the function traps the chamber (the store cannot
+/// be trusted after it); `running` then still names the function for the report.
+fn call_function(
+    mut store: StoreContextMut<'_, ChamberState>,
+    name: &str,
+    args: &[u8],
+) -> wasmtime::Result<std::result::Result<Vec<u8>, String>> {
+    let Some(&slot) = store.data().functions.by_name.get(name) else {
+        return Ok(Err(format!(
+            "function `{name}` was not given to this fragment"
+        )));
+    };
+    store.data_mut().functions.running = Some(name.to_owned());
+    let udf = match store.data().functions.modules[slot].1.clone() {
+        Some(udf) => udf,
+        None => {
+            let module = store.data().functions.modules[slot].0.clone();
+            let udf = Arc::new(module.pre.instantiate(&mut store)?);
+            store.data_mut().functions.modules[slot].1 = Some(udf.clone());
+            udf
+        }
+    };
+    let answer = udf.call_call(&mut store, name, args)?;
+    store.data_mut().functions.running = None;
+    Ok(answer)
 }
 
 impl types::Host for ChamberState {}
@@ -213,6 +405,9 @@ impl Drop for EpochTicker {
 pub struct ChamberEngine {
     engine: Engine,
     pre: ChamberPre<ChamberState>,
+    function_linker: Linker<ChamberState>,
+    modules: Mutex<HashMap<String, Arc<FunctionModule>>>,
+    cache_dir: std::path::PathBuf,
     max_budget: u64,
     compiled_now: bool,
     _ticker: EpochTicker,
@@ -239,8 +434,27 @@ impl ChamberEngine {
         let mut linker: Linker<ChamberState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| Error::Guest(format!("linking WASI: {e:#}")))?;
-        Chamber::add_to_linker::<ChamberState, HasSelf<ChamberState>>(&mut linker, |s| s)
-            .map_err(|e| Error::Guest(format!("linking the chamber imports: {e:#}")))?;
+        let link = |e: wasmtime::Error| Error::Guest(format!("linking the chamber imports: {e:#}"));
+        cells::add_to_linker::<ChamberState, HasSelf<ChamberState>>(&mut linker, |s| s)
+            .map_err(link)?;
+        sink::add_to_linker::<ChamberState, HasSelf<ChamberState>>(&mut linker, |s| s)
+            .map_err(link)?;
+        linker
+            .instance(FUNCTIONS_IMPORT)
+            .and_then(|mut functions| {
+                functions.func_wrap(
+                    "call",
+                    |store: StoreContextMut<'_, ChamberState>, (name, args): (String, Vec<u8>)| {
+                        call_function(store, &name, &args).map(|answer| (answer,))
+                    },
+                )
+            })
+            .map_err(link)?;
+        // Function modules get WASI and nothing else: not the chamber's cells, sink or
+        // functions.
+        let mut function_linker: Linker<ChamberState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut function_linker)
+            .map_err(|e| Error::Guest(format!("linking WASI for functions: {e:#}")))?;
         let pre = linker
             .instantiate_pre(&artifact.component)
             .and_then(ChamberPre::new)
@@ -254,6 +468,9 @@ impl ChamberEngine {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             pre,
+            function_linker,
+            modules: Mutex::new(HashMap::new()),
+            cache_dir: cache_dir.to_owned(),
             max_budget,
             compiled_now: artifact.compiled,
         })
@@ -267,6 +484,108 @@ impl ChamberEngine {
     /// The largest budget a chamber of this engine can have.
     pub fn max_budget(&self) -> u64 {
         self.max_budget
+    }
+
+    /// The function module `bytes`, compiled (once per process, and cached on disk like the
+    /// guest) and linked.
+    ///
+    /// # Errors
+    /// [`Error::Function`] when the bytes are not a component, or not one of the `udf`
+    /// world (another world's exports, or imports beyond WASI).
+    pub fn function_module(&self, bytes: &[u8]) -> Result<Arc<FunctionModule>> {
+        let hash = crate::udf::module_hash(bytes);
+        if let Some(module) = self.cached_function_module(&hash) {
+            return Ok(module);
+        }
+        crate::udf::check_component(bytes)?;
+        let not_udf = |e: wasmtime::Error| {
+            Error::Function(format!(
+                "the module is not a function module of this Apiary (world \
+                 `apiary:udf/udf@0.1.0`, see wit/udf/udf.wit): {e:#}"
+            ))
+        };
+        let artifact =
+            GuestArtifact::from_bytes(&self.engine, bytes, "function module", &self.cache_dir)
+                .map_err(|e| match e {
+                    Error::Guest(message) => Error::Function(message),
+                    other => other,
+                })?;
+        let pre = self
+            .function_linker
+            .instantiate_pre(&artifact.component)
+            .map_err(not_udf)?;
+        let pre = UdfPre::new(pre).map_err(not_udf)?;
+        let module = Arc::new(FunctionModule {
+            hash: hash.clone(),
+            pre,
+        });
+        if let Ok(mut modules) = self.modules.lock() {
+            modules.insert(hash, module.clone());
+        }
+        Ok(module)
+    }
+
+    /// The function module whose bytes hash to `hash`, if this process has loaded it.
+    pub fn cached_function_module(&self, hash: &str) -> Option<Arc<FunctionModule>> {
+        self.modules.lock().ok()?.get(hash).cloned()
+    }
+
+    /// Ask `module` which functions it provides, in a chamber of its own (a 64 MiB budget,
+    /// a 5 s deadline, the functions' empty WASI world).
+    ///
+    /// # Errors
+    /// [`Error::Function`] when `describe` traps, runs out of memory or time, or lists a
+    /// signature that cannot be read.
+    pub fn describe_functions(&self, module: &Arc<FunctionModule>) -> Result<Vec<FunctionSignature>> {
+        let budget = DESCRIBE_BUDGET.min(self.max_budget);
+        let mut functions = FunctionSlots::new(&[])?;
+        functions.running = Some("describe".into());
+        let state = ChamberState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limiter: BudgetLimiter::new(budget),
+            source: Arc::new(NoCells),
+            max_read: 0,
+            bytes_read: 0,
+            read_calls: 0,
+            read_time: Duration::ZERO,
+            chunks: Vec::new(),
+            functions,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(deadline_ticks(DESCRIBE_DEADLINE));
+        store.epoch_deadline_trap();
+        let described = module
+            .pre
+            .instantiate(&mut store)
+            .and_then(|udf| udf.call_describe(&mut store));
+        let described = match described {
+            Ok(described) => described,
+            Err(trap) => {
+                let state = store.into_data();
+                let cause = if state.limiter.refused().is_some() {
+                    format!("it needed more than {budget} bytes of memory")
+                } else if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    format!("it ran past {DESCRIBE_DEADLINE:?}")
+                } else {
+                    format!("it trapped: {trap:#}{}", output_tail(&state.functions.output))
+                };
+                return Err(Error::Function(format!("describing its functions failed: {cause}")));
+            }
+        };
+        described
+            .into_iter()
+            .map(|f| {
+                let volatility = match f.volatility {
+                    crate::bindings::udf::apiary::udf::types::Volatility::Immutable => "immutable",
+                    crate::bindings::udf::apiary::udf::types::Volatility::Stable => "stable",
+                    crate::bindings::udf::apiary::udf::types::Volatility::Volatile => "volatile",
+                };
+                FunctionSignature::parse(&f.name, &f.args, &f.returns, volatility)
+                    .map_err(|e| Error::Function(e.to_string()))
+            })
+            .collect()
     }
 
     /// Run `fragment` in a fresh chamber for `bee`, with a hard `budget` of linear memory,
@@ -306,11 +625,11 @@ impl ChamberEngine {
             read_calls: 0,
             read_time: Duration::ZERO,
             chunks: Vec::new(),
+            functions: FunctionSlots::new(&fragment.functions)?,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = deadline.as_millis().div_ceil(TICK.as_millis()).max(1) as u64 + 1;
-        store.set_epoch_deadline(ticks);
+        store.set_epoch_deadline(deadline_ticks(deadline));
         store.epoch_deadline_trap();
 
         let task = types::Task {
@@ -356,6 +675,16 @@ impl ChamberEngine {
                         .collect(),
                 ),
             },
+            functions: fragment
+                .functions
+                .iter()
+                .map(|f| types::Function {
+                    name: f.signature.name.clone(),
+                    args: f.signature.arg_names(),
+                    returns: f.signature.returns.to_string(),
+                    volatility: f.signature.volatility_name().to_owned(),
+                })
+                .collect(),
         };
 
         let started = Instant::now();
@@ -390,17 +719,36 @@ impl ChamberEngine {
                 return Err(Error::GuestError { bee, kind, message });
             }
             Err(trap) => {
+                // A trap inside a user-defined function names it.
+                let function = state.functions.running.as_deref();
+                let in_function = function.map_or_else(String::new, |f| format!(" in function `{f}`"));
                 if let Some(requested) = state.limiter.refused() {
                     return Err(memory_exceeded(
                         requested,
-                        "linear memory growth refused at the bee's budget".into(),
+                        format!("linear memory growth refused at the bee's budget{in_function}"),
                     ));
                 }
                 if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                     return Err(Error::Timeout {
                         bee,
-                        fragment: fragment.label.clone(),
+                        fragment: format!("{}{in_function}", fragment.label),
                         limit: deadline,
+                    });
+                }
+                if let Some(function) = function {
+                    let output = &state.functions.output;
+                    let message = if output.contents().len() >= FUNCTION_OUTPUT_CAPACITY {
+                        format!(
+                            "it wrote more than {} KiB to stdout and stderr ({trap:#})",
+                            FUNCTION_OUTPUT_CAPACITY >> 10
+                        )
+                    } else {
+                        format!("{trap:#}{}", output_tail(output))
+                    };
+                    return Err(Error::FunctionTrap {
+                        bee,
+                        function: function.to_owned(),
+                        message,
                     });
                 }
                 let mut message = format!("{trap:#}");
@@ -443,6 +791,39 @@ impl ChamberEngine {
     }
 }
 
+/// Epoch ticks until `deadline` (one more, so a deadline is never cut short).
+fn deadline_ticks(deadline: Duration) -> u64 {
+    deadline.as_millis().div_ceil(TICK.as_millis()).max(1) as u64 + 1
+}
+
+/// The end of a function's output, for a trap report; empty if it wrote nothing.
+fn output_tail(output: &MemoryOutputPipe) -> String {
+    let output = output.contents();
+    if output.is_empty() {
+        return String::new();
+    }
+    let tail = &output[output.len().saturating_sub(STDERR_TAIL)..];
+    format!("; its output ends with: {}", String::from_utf8_lossy(tail).trim())
+}
+
+/// The cells of a chamber that reads none.
+#[derive(Debug)]
+struct NoCells;
+
+impl ByteSource for NoCells {
+    fn size(&self, cell: apiary_engine::CellId) -> std::result::Result<u64, String> {
+        Err(format!("no cell {cell} here"))
+    }
+
+    fn read(
+        &self,
+        cell: apiary_engine::CellId,
+        _range: std::ops::Range<u64>,
+    ) -> std::result::Result<bytes::Bytes, String> {
+        Err(format!("no cell {cell} here"))
+    }
+}
+
 /// One wasmtime engine for all chambers of the process.
 fn build_engine(max_budget: u64, max_chambers: u32) -> Result<Engine> {
     const PAGE: u64 = 64 << 10;
@@ -451,12 +832,15 @@ fn build_engine(max_budget: u64, max_chambers: u32) -> Result<Engine> {
     // Every chamber is one component instance holding a handful of core instances (the
     // guest module and its adapter shims), one memory and a few tables. Leave room for
     // twice the chambers so a slot being torn down never blocks the next task.
+    // Each user-defined function module a chamber calls is one more component instance with
+    // its own memory, tables and core instances.
     let slots = max_chambers.max(1) * 2;
+    let modules = slots * MAX_FUNCTION_MODULES as u32;
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(slots)
-        .total_core_instances(slots * 16)
-        .total_memories(slots * 2)
-        .total_tables(slots * 8)
+    pool.total_component_instances(slots + modules)
+        .total_core_instances(slots * 16 + modules * 16)
+        .total_memories(slots * 2 + modules * 2)
+        .total_tables(slots * 8 + modules * 8)
         .total_stacks(slots)
         .max_core_instances_per_component(16)
         .max_memories_per_component(2)

@@ -97,6 +97,29 @@ pub fn run_sql(
     })
 }
 
+/// `apiary udf add`: register the functions of the module at `path` (all, or `names`).
+///
+/// # Errors
+/// As [`crate::register_module`]: nothing is registered on any error.
+pub fn run_udf_add(settings: &Settings, path: &Path, names: &[String]) -> Result<String> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let apiary = Apiary::open(&settings.lake, settings.clone()).await?;
+        let registered =
+            crate::register_module(apiary.lake(), apiary.pool().engine(), path, names).await?;
+        Ok(registered
+            .iter()
+            .map(|r| {
+                format!(
+                    "function {} {}\n",
+                    r.signature,
+                    if r.replaced { "replaced" } else { "created" }
+                )
+            })
+            .collect())
+    })
+}
+
 /// The rows and notes of `output` as text in `format`.
 ///
 /// # Errors

@@ -60,11 +60,12 @@ impl QuerySession {
             _ => {
                 return Err(usage(
                     sql,
-                    "use SHOW HIVES, SHOW BOXES [IN hive] or SHOW FRAMES [IN hive.box]",
+                    "use SHOW HIVES, SHOW BOXES [IN hive], SHOW FRAMES [IN hive.box] or SHOW FUNCTIONS",
                 ));
             }
         };
         let batch = match upper.get(1) {
+            Some(&"FUNCTIONS") if upper.len() == 2 => return show_functions(&registry),
             Some(&"HIVES") | Some(&"DATABASES") => {
                 strings(&[("hive", registry.hives.keys().cloned().collect())])?
             }
@@ -110,7 +111,7 @@ impl QuerySession {
             _ => {
                 return Err(usage(
                     sql,
-                    "use SHOW HIVES, SHOW BOXES [IN hive] or SHOW FRAMES [IN hive.box]",
+                    "use SHOW HIVES, SHOW BOXES [IN hive], SHOW FRAMES [IN hive.box] or SHOW FUNCTIONS",
                 ));
             }
         };
@@ -250,6 +251,74 @@ impl QuerySession {
 }
 
 /// CREATE and DROP of hives, boxes and frames.
+/// `CREATE [OR REPLACE] FUNCTION name FROM 'module.wasm'` and `DROP FUNCTION [IF EXISTS]
+/// name`. Creating a function that exists replaces it (in one registry version).
+pub(crate) async fn function_ddl(
+    session: &QuerySession,
+    sql: &str,
+    words: &[&str],
+    upper: &[&str],
+) -> Result<QueryOutput> {
+    if upper[0] == "DROP" {
+        let (if_exists, name) = match (&upper[2..], &words[2..]) {
+            (["IF", "EXISTS", _], [_, _, name]) => (true, *name),
+            ([_], [name]) => (false, *name),
+            _ => return Err(usage(sql, "use DROP FUNCTION [IF EXISTS] name")),
+        };
+        let name = unquote(name);
+        session.lake.drop_function(&name, if_exists).await?;
+        return Ok(QueryOutput::message(format!("function {name} dropped")));
+    }
+    let hint = "use CREATE [OR REPLACE] FUNCTION name FROM 'path/to/module.wasm'";
+    let skip = if upper.get(1) == Some(&"OR") { 4 } else { 2 };
+    let (Some(name), Some(&"FROM")) = (words.get(skip), upper.get(skip + 1)) else {
+        return Err(usage(sql, hint));
+    };
+    let path = sql
+        .splitn(skip + 3, char::is_whitespace)
+        .last()
+        .map(str::trim)
+        .and_then(|p| p.strip_prefix('\''))
+        .and_then(|p| p.strip_suffix('\''))
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| usage(sql, hint))?;
+    let name = unquote(name);
+    let registered = crate::udf::register_module(
+        &session.lake,
+        session.pool.engine(),
+        std::path::Path::new(path),
+        std::slice::from_ref(&name),
+    )
+    .await?;
+    let verb = if registered.iter().any(|r| r.replaced) {
+        "replaced"
+    } else {
+        "created"
+    };
+    let signatures: Vec<String> = registered.iter().map(|r| r.signature.to_string()).collect();
+    Ok(QueryOutput::message(format!(
+        "function {} {verb}",
+        signatures.join(", ")
+    )))
+}
+
+/// `SHOW FUNCTIONS`: the registered user-defined functions.
+pub(crate) fn show_functions(registry: &crate::RegistryState) -> Result<QueryOutput> {
+    let functions = &registry.functions;
+    let column = |f: &dyn Fn(&crate::FunctionEntry) -> String| -> Vec<String> {
+        functions.values().map(f).collect()
+    };
+    let batch = strings(&[
+        ("function", functions.keys().cloned().collect()),
+        ("arguments", column(&|e| e.args.join(", "))),
+        ("returns", column(&|e| e.returns.clone())),
+        ("volatility", column(&|e| e.volatility.clone())),
+        ("module", column(&|e| e.module.chars().take(12).collect())),
+        ("file", column(&|e| e.file.clone())),
+    ])?;
+    Ok(QueryOutput::host(batch, Vec::new()))
+}
+
 pub(crate) async fn ddl(
     session: &mut QuerySession,
     sql: &str,

@@ -74,6 +74,20 @@ pub enum Error {
     /// The guest component could not be found, compiled, cached or instantiated.
     #[error("guest component: {0}")]
     Guest(String),
+    /// A user-defined function module cannot be used: not a component, the wrong world,
+    /// unreadable signatures, or a function that does not exist.
+    #[error("{0}")]
+    Function(String),
+    /// A user-defined function trapped inside its chamber.
+    #[error("bee {bee}: function `{function}` failed: {message}")]
+    FunctionTrap {
+        /// The bee whose chamber ran it.
+        bee: usize,
+        /// The function.
+        function: String,
+        /// The trap, and the end of what the function printed.
+        message: String,
+    },
     /// A file the host needs could not be used.
     #[error("{path}: {source}")]
     Io {

@@ -122,7 +122,17 @@ impl GuestArtifact {
     /// [`Error::Guest`] when the guest is not a valid component.
     pub fn load(engine: &Engine, guest: &Path, cache_dir: &Path) -> Result<Self> {
         let bytes = std::fs::read(guest).map_err(|e| Error::io(guest, e))?;
-        let cached_at = cache_dir.join(cache_key(engine, &bytes));
+        Self::from_bytes(engine, &bytes, &guest.display().to_string(), cache_dir)
+    }
+
+    /// Load the component `bytes` (named `label` in errors and logs) for `engine`, the same
+    /// way as [`GuestArtifact::load`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the cache cannot be written, [`Error::Guest`] when the bytes are
+    /// not a valid component.
+    pub fn from_bytes(engine: &Engine, bytes: &[u8], label: &str, cache_dir: &Path) -> Result<Self> {
+        let cached_at = cache_dir.join(cache_key(engine, bytes));
         if cached_at.is_file() {
             // SAFETY: the artefact was written by `Engine::precompile_component` of this
             // wasmtime version and engine configuration (both are in the key), renamed into
@@ -137,18 +147,18 @@ impl GuestArtifact {
                     });
                 }
                 Err(err) => {
-                    tracing::warn!(path = %cached_at.display(), %err, "recompiling the guest");
+                    tracing::warn!(path = %cached_at.display(), %err, "recompiling {label}");
                 }
             }
         }
-        tracing::info!(guest = %guest.display(), "compiling the chamber guest (once)");
+        tracing::info!(component = label, "compiling a component (once)");
         let compiled = engine
-            .precompile_component(&bytes)
-            .map_err(|e| Error::Guest(format!("{}: {e:#}", guest.display())))?;
+            .precompile_component(bytes)
+            .map_err(|e| Error::Guest(format!("{label}: {e:#}")))?;
         write_atomically(&cached_at, &compiled)?;
         // SAFETY: `compiled` was produced just now by this engine.
         let component = unsafe { Component::deserialize(engine, &compiled) }
-            .map_err(|e| Error::Guest(format!("{}: {e:#}", guest.display())))?;
+            .map_err(|e| Error::Guest(format!("{label}: {e:#}")))?;
         Ok(Self {
             component,
             cached_at,

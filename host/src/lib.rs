@@ -11,6 +11,9 @@
 //! frame ledgers with conditional commits, the write path and vacuum; and the [swarm]:
 //! heartbeats, the world view, distributed statements through query manifests, the cell
 //! cache and the colony temperature.
+//!
+//! User-defined functions are wasm components ([`register_module`]): stored in the lake,
+//! recorded in the registry, and run inside the chambers of the statements that call them.
 
 mod api;
 mod bee_pool;
@@ -30,17 +33,21 @@ pub mod load;
 mod query;
 pub mod swarm;
 mod tpch;
+mod udf;
 
 pub use api::{Apiary, Frame, Status};
 pub use apiary_engine::{CellRef, MergeKind, Stage, TableCells};
 pub use bee_pool::{BeePool, PoolConfig, PoolLoad};
 pub use cells::{CellFiles, ReadCounter};
-pub use chamber::{ChamberEngine, ChamberStats, Fragment, FragmentOutput};
+pub use chamber::{
+    BoundFunction, ChamberEngine, ChamberStats, FUNCTION_OUTPUT_CAPACITY, Fragment, FragmentOutput,
+    FunctionModule, MAX_FUNCTION_MODULES,
+};
 pub use config::{Hardware, Overrides, Settings, Source};
 pub use error::{Attempt, Error, GuestErrorKind, Result};
 pub use guest::{GuestArtifact, default_cache_dir, find_component, find_guest};
 pub use lake::{
-    FrameEntry, FrameWrite, Lake, Meadow, RegistryState, S3Options, VacuumReport, WriteMode,
+    FrameEntry, FrameWrite, FunctionEntry, Lake, Meadow, RegistryState, S3Options, VacuumReport, WriteMode,
     WriteOptions, WriteResult,
 };
 pub use query::{FragmentRun, MergeRun, QueryOutput, QuerySession};
@@ -50,3 +57,4 @@ pub use swarm::{
     heartbeat_for, node_id, remove_heartbeat, world_view, write_heartbeat,
 };
 pub use tpch::{TPCH_QUERIES, TPCH_TABLES, cell_writer_properties, generate_tpch};
+pub use udf::{MAX_MODULE_BYTES, Registered, register_module};

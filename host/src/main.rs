@@ -136,6 +136,37 @@ enum Command {
     },
     /// Print where the chamber guest component is.
     Guest,
+    /// Register, list and drop user-defined functions (wasm components).
+    ///
+    /// Example: apiary udf add target/wasm32-wasip2/release/apiary_example_udf.wasm
+    Udf {
+        #[command(subcommand)]
+        command: UdfCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UdfCommand {
+    /// Register the functions of a module (all it describes, or the ones named); a function
+    /// registered before under the same name is replaced.
+    ///
+    /// Example: apiary udf add my_functions.wasm add_one
+    Add {
+        /// The module: a wasm component of the `apiary:udf/udf` world.
+        module: PathBuf,
+        /// Functions to register (default: every function the module describes).
+        names: Vec<String>,
+    },
+    /// List the registered functions.
+    List,
+    /// Drop a function (statements already running keep it until they finish).
+    Drop {
+        /// The function.
+        name: String,
+        /// Succeed when the function does not exist.
+        #[arg(long)]
+        if_exists: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -195,6 +226,10 @@ fn hint(err: &Error) -> Option<&'static str> {
             Some("raise --budget-mib, or filter the query to fewer cells")
         }
         Error::Timeout { .. } => Some("raise --deadline-secs, or narrow the query"),
+        Error::Function(_) => Some(
+            "a function module is a wasm component of the world in wit/udf/udf.wit; \
+             see examples/udf-add-one",
+        ),
         _ => None,
     }
 }
@@ -279,5 +314,23 @@ fn run(cli: Cli) -> Result<String, Error> {
         Command::Node { node_dir } => cli::run_node(&settings()?, node_dir.as_deref()),
         Command::Generate { scale, out, tables } => cli::run_generate(scale, &out, &tables),
         Command::Guest => apiary_host::find_guest().map(|p| format!("{}\n", p.display())),
+        Command::Udf { command } => match command {
+            UdfCommand::Add { module, names } => cli::run_udf_add(&settings()?, &module, &names),
+            UdfCommand::List => cli::run_sql(
+                &settings()?,
+                &["SHOW FUNCTIONS".to_owned()],
+                OutputFormat::Table,
+                None,
+            ),
+            UdfCommand::Drop { name, if_exists } => cli::run_sql(
+                &settings()?,
+                &[format!(
+                    "DROP FUNCTION {}{name}",
+                    if if_exists { "IF EXISTS " } else { "" }
+                )],
+                OutputFormat::Table,
+                None,
+            ),
+        },
     }
 }

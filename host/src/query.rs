@@ -16,7 +16,7 @@
 //! merge in one more chamber over their partial results (plain scans are concatenated on the
 //! host). Everything else runs whole, in one chamber, with the statement unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -27,13 +27,15 @@ use apiary_engine::arrow::datatypes::{DataType, SchemaRef};
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::lake::{CellMeta, ColumnStats, FrameSchema};
 use apiary_engine::{
-    ByteSource, CellId, CellRef, MergeKind, Stage, TableCells, merge_kind, split_optimizer_rules,
+    ByteSource, CellId, CellRef, FunctionCaller, MergeKind, NoFunctions, Stage, TableCells,
+    merge_kind, register_functions, split_optimizer_rules,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, Session, TableProvider,
 };
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::execution::SessionStateBuilder;
@@ -45,6 +47,8 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::cells::MeadowCells;
+use crate::chamber::BoundFunction;
+use crate::lake::FunctionEntry;
 use crate::swarm::coordinator::{Coordination, Coordinator, Statement};
 use crate::swarm::{Band, CellCache, Distribute, SwarmConfig, Temperature, encode_partial};
 use crate::{BeePool, ChamberStats, Error, Fragment, Lake, Result};
@@ -171,6 +175,8 @@ struct FramePruning {
 /// A planned statement, ready for the bees.
 struct Prepared {
     sql: String,
+    functions: Vec<BoundFunction>,
+    function_entries: BTreeMap<String, FunctionEntry>,
     tables: Vec<TableCells>,
     schemas: Vec<FrameSchema>,
     source: Arc<MeadowCells>,
@@ -324,6 +330,8 @@ impl QuerySession {
     async fn run(&self, prepared: Prepared) -> Result<QueryOutput> {
         let Prepared {
             sql,
+            functions,
+            function_entries,
             tables,
             schemas,
             source,
@@ -335,6 +343,7 @@ impl QuerySession {
             .fold((0, 0), |(t, s), f| (t + f.cells_total, s + f.cells_kept));
         let fragment = |tables: Vec<TableCells>, source: Arc<dyn ByteSource>| {
             self.fragment(&sql, tables, source)
+                .with_functions(functions.clone())
         };
         let pool = self.pool.clone();
         let (schema, batches, fragments, merge, coordination) = match plan {
@@ -369,9 +378,11 @@ impl QuerySession {
                         cache: self.cache.clone(),
                         config,
                         fragment_cap: self.fragment_cap,
+                        functions: functions.clone(),
                     };
                     let statement = Statement {
                         sql: sql.clone(),
+                        functions: function_entries.clone(),
                         namespace: (self.hive.clone(), self.box_name.clone()),
                         table: table.name.clone(),
                         schema,
@@ -390,6 +401,7 @@ impl QuerySession {
                                 kind,
                                 &sql,
                                 table,
+                                &functions,
                                 runs.iter().map(|r| (r.schema.clone(), &r.batches)),
                             )
                             .await?;
@@ -459,6 +471,7 @@ impl QuerySession {
                         kind,
                         &sql,
                         table,
+                        &functions,
                         outputs.iter().map(|o| (o.schema.clone(), &o.batches)),
                     )
                     .await?;
@@ -510,6 +523,7 @@ impl QuerySession {
         kind: MergeKind,
         sql: &str,
         table: TableCells,
+        functions: &[BoundFunction],
         partials: impl Iterator<Item = (Option<SchemaRef>, &'a Vec<RecordBatch>)>,
     ) -> Result<(Option<SchemaRef>, Vec<RecordBatch>, MergeRun)> {
         let started = Instant::now();
@@ -555,6 +569,7 @@ impl QuerySession {
                 }],
                 Arc::new(PartialResults(streams)),
             )
+            .with_functions(functions.to_vec())
         };
         let pool = self.pool.clone();
         let output = blocking(move || pool.run(merge)).await?;
@@ -726,6 +741,9 @@ impl QuerySession {
             .with_physical_optimizer_rules(split_optimizer_rules())
             .build();
         let ctx = SessionContext::new_with_state(state);
+        // The host only plans: user-defined functions run in the chambers.
+        let caller: Arc<dyn FunctionCaller> = Arc::new(NoFunctions);
+        register_functions(&ctx, &crate::udf::signatures(&registry)?, &caller);
         for (hive, boxes) in &registry.hives {
             let catalog = Arc::new(MemoryCatalogProvider::new());
             for (box_name, frames) in boxes {
@@ -758,6 +776,15 @@ impl QuerySession {
             return Err(unsupported(sql));
         }
         let physical = state.create_physical_plan(&plan).await.map_err(sql_error)?;
+        let called = called_functions(&plan, &registry.functions);
+        let functions =
+            crate::udf::bind(&self.lake, self.pool.engine(), &registry.functions, &called).await?;
+        let function_entries = registry
+            .functions
+            .iter()
+            .filter(|(name, _)| called.contains(*name))
+            .map(|(name, entry)| (name.clone(), entry.clone()))
+            .collect();
         let scans = scans.lock().map(|s| s.clone()).unwrap_or_default();
         let scan_count = scans.len();
 
@@ -805,6 +832,8 @@ impl QuerySession {
         let plan = self.plan(&physical, scan_count, &tables);
         Ok(Prepared {
             sql: sql.to_owned(),
+            functions,
+            function_entries,
             tables,
             schemas,
             source,
@@ -863,6 +892,14 @@ impl QuerySession {
             Some("SHOW") => self.show(statement, &words, &upper).await.map(Some),
             Some("DESCRIBE") | Some("DESC") if words.len() == 2 => {
                 self.describe(words[1]).await.map(Some)
+            }
+            Some("CREATE") | Some("DROP")
+                if upper.get(1) == Some(&"FUNCTION")
+                    || upper.get(1..4) == Some(&["OR", "REPLACE", "FUNCTION"]) =>
+            {
+                commands::function_ddl(self, statement, &words, &upper)
+                    .await
+                    .map(Some)
             }
             Some("CREATE") | Some("DROP") => commands::ddl(self, statement, &words, &upper)
                 .await
@@ -934,6 +971,30 @@ impl QuerySession {
             self.hive, self.box_name
         )))
     }
+}
+
+/// The registered functions `plan` calls, in subqueries too.
+fn called_functions(
+    plan: &LogicalPlan,
+    registered: &BTreeMap<String, FunctionEntry>,
+) -> BTreeSet<String> {
+    let mut called = BTreeSet::new();
+    if registered.is_empty() {
+        return called;
+    }
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && registered.contains_key(f.name())
+                {
+                    called.insert(f.name().to_owned());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    called
 }
 
 pub(crate) fn unquote(name: &str) -> String {

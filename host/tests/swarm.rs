@@ -589,6 +589,7 @@ fn any_node_removes_expired_and_orphaned_query_directories() {
             created_ms: 0,
             expires_ms: 1,
             sql: "SELECT 1".into(),
+            functions: Default::default(),
             namespace: ("default".into(), "default".into()),
             table: "default.default.t".into(),
             schema: apiary_engine::lake::FrameSchema::from(&arrow::datatypes::Schema::empty()),

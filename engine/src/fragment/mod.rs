@@ -31,6 +31,7 @@ use url::Url;
 
 use crate::cells::{CellStore, cell_path};
 use crate::spill::ScratchSpill;
+use crate::udf::{FunctionCaller, FunctionSignature, register_functions};
 use crate::{ByteSource, CellId, EngineError, PeakMemoryPool, decode_ipc_chunks};
 
 mod split;
@@ -85,6 +86,8 @@ pub struct FragmentTask {
     pub default_namespace: (String, String),
     /// Which part of the statement to run.
     pub stage: Stage,
+    /// User-defined functions the SQL may call.
+    pub functions: Vec<FunctionSignature>,
 }
 
 /// Which part of a statement a fragment runs.
@@ -138,7 +141,8 @@ pub trait FragmentSink {
     fn batch(&mut self, batch: &RecordBatch) -> Result<(), EngineError>;
 }
 
-/// Run `task`, reading cells from `source` and handing results to `sink`.
+/// Run `task`, reading cells from `source`, calling user-defined functions through
+/// `functions`, and handing results to `sink`.
 ///
 /// # Errors
 /// [`EngineError::Sql`] when the SQL cannot be planned or executed,
@@ -147,6 +151,7 @@ pub trait FragmentSink {
 pub async fn execute_fragment(
     task: &FragmentTask,
     source: Arc<dyn ByteSource>,
+    functions: Arc<dyn FunctionCaller>,
     sink: &mut dyn FragmentSink,
 ) -> Result<FragmentSummary, EngineError> {
     let pool = Arc::new(PeakMemoryPool::new(
@@ -184,6 +189,7 @@ pub async fn execute_fragment(
         state = state.with_physical_optimizer_rules(split_optimizer_rules());
     }
     let ctx = SessionContext::new_with_state(state.build());
+    register_functions(&ctx, &task.functions, &functions);
 
     let store_url = Url::parse(CELL_STORE_URL)
         .map_err(|e| EngineError::Internal(format!("cell store URL: {e}")))?;

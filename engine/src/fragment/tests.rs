@@ -123,12 +123,13 @@ fn task(sql: &str, tables: Vec<TableCells>) -> FragmentTask {
         scratch_dir: None,
         default_namespace: default_namespace(),
         stage: Stage::Whole,
+        functions: Vec::new(),
     }
 }
 
 async fn run(task: &FragmentTask, cells: Arc<MemCells>) -> Result<String, EngineError> {
     let mut sink = Collect::default();
-    execute_fragment(task, cells, &mut sink).await?;
+    execute_fragment(task, cells, Arc::new(crate::NoFunctions), &mut sink).await?;
     Ok(pretty_format_batches(&sink.batches)
         .expect("format")
         .to_string())
@@ -243,7 +244,7 @@ async fn a_sort_larger_than_its_pool_spills_to_scratch_and_cleans_up() {
     t.memory_pool_bytes = 4 << 20;
     t.scratch_dir = Some(scratch.path().to_path_buf());
     let mut sink = Collect::default();
-    let summary = execute_fragment(&t, cells.clone(), &mut sink)
+    let summary = execute_fragment(&t, cells.clone(), Arc::new(crate::NoFunctions), &mut sink)
         .await
         .expect("a sort that spills");
     assert_eq!(summary.rows, 200_000);
@@ -392,7 +393,7 @@ async fn run_split(
         let mut partial = task(sql, vec![table_of(group.clone())]);
         partial.stage = Stage::Partial;
         let mut sink = Collect::default();
-        let summary = execute_fragment(&partial, cells.clone(), &mut sink).await?;
+        let summary = execute_fragment(&partial, cells.clone(), Arc::new(crate::NoFunctions), &mut sink).await?;
         kinds.push(summary.merge.expect("a partial reports its merge"));
         let schema = sink.schema.expect("schema");
         let mut chunker = IpcChunker::new(&schema)?;

@@ -21,7 +21,7 @@ use apiary_engine::lake::{
 use bytes::Bytes;
 
 pub use meadow::{Meadow, S3Options};
-pub use registry::{FrameEntry, RegistryState};
+pub use registry::{FrameEntry, FunctionEntry, RegistryState};
 pub use vacuum::VacuumReport;
 pub use write::{WriteMode, WriteOptions, WriteResult};
 
@@ -190,6 +190,65 @@ impl Lake {
         let frame = FrameRef::parse(name, DEFAULT_HIVE, DEFAULT_BOX)?;
         self.registry
             .change(Change::DropFrame { frame, if_exists })
+            .await
+            .map(drop)
+    }
+
+    /// Store a function module's bytes under their SHA-256 (`_functions/<hash>.wasm`) and
+    /// return the hash. Storing the same bytes again writes nothing.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the meadow refuses the write.
+    pub async fn put_function_module(&self, bytes: Bytes) -> Result<String> {
+        let hash = crate::udf::module_hash(&bytes);
+        self.meadow
+            .put_if_absent(&crate::udf::module_key(&hash), bytes)
+            .await?;
+        Ok(hash)
+    }
+
+    /// The bytes of the function module with SHA-256 `hash`, checked against it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the module is missing, [`Error::Corrupt`] when its bytes
+    /// do not match the hash.
+    pub async fn function_module(&self, hash: &str) -> Result<Bytes> {
+        let key = crate::udf::module_key(hash);
+        let bytes = self.meadow.get(&key).await?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "function module `{key}` is missing from the lake; register the function again"
+            ))
+        })?;
+        if crate::udf::module_hash(&bytes) != hash {
+            return Err(Error::Corrupt(format!(
+                "function module `{key}` does not match its hash; register the function again"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Record `functions` in the registry, replacing any of the same name, in one version.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the registry cannot be written.
+    pub async fn put_functions(&self, functions: Vec<(String, FunctionEntry)>) -> Result<()> {
+        self.registry
+            .change(Change::PutFunctions { functions })
+            .await
+            .map(drop)
+    }
+
+    /// Remove the function `name` from the registry (its module stays in the lake, for
+    /// statements still running it).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] unless `if_exists`.
+    pub async fn drop_function(&self, name: &str, if_exists: bool) -> Result<()> {
+        self.registry
+            .change(Change::DropFunction {
+                name: name.to_owned(),
+                if_exists,
+            })
             .await
             .map(drop)
     }

@@ -44,6 +44,24 @@ pub struct RegistryState {
     pub version: u64,
     /// The catalogue.
     pub hives: BTreeMap<String, BTreeMap<String, BTreeMap<String, FrameEntry>>>,
+    /// User-defined functions, by the name SQL calls them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub functions: BTreeMap<String, FunctionEntry>,
+}
+
+/// A user-defined function as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionEntry {
+    /// SHA-256 of the module's bytes, in hex; the module is `_functions/<module>.wasm`.
+    pub module: String,
+    /// Argument types, as Arrow spells them.
+    pub args: Vec<String>,
+    /// Return type, as Arrow spells it.
+    pub returns: String,
+    /// `immutable`, `stable` or `volatile`.
+    pub volatility: String,
+    /// The file the module was registered from, for `udf list`.
+    pub file: String,
 }
 
 impl RegistryState {
@@ -62,7 +80,11 @@ impl RegistryState {
             DEFAULT_HIVE.to_owned(),
             BTreeMap::from([(DEFAULT_BOX.to_owned(), BTreeMap::new())]),
         );
-        Self { version: 0, hives }
+        Self {
+            version: 0,
+            hives,
+            functions: BTreeMap::new(),
+        }
     }
 
     /// The frame `frame`, if it exists.
@@ -103,6 +125,14 @@ pub(crate) enum Change {
     },
     DropFrame {
         frame: FrameRef,
+        if_exists: bool,
+    },
+    /// Create or replace functions, all in one version.
+    PutFunctions {
+        functions: Vec<(String, FunctionEntry)>,
+    },
+    DropFunction {
+        name: String,
         if_exists: bool,
     },
 }
@@ -242,6 +272,20 @@ impl Change {
                         Ok(false)
                     } else {
                         Err(not_found("frame", &frame.to_string()))
+                    };
+                }
+            }
+            Change::PutFunctions { functions } => {
+                for (name, entry) in functions {
+                    state.functions.insert(name.clone(), entry.clone());
+                }
+            }
+            Change::DropFunction { name, if_exists } => {
+                if state.functions.remove(name).is_none() {
+                    return if *if_exists {
+                        Ok(false)
+                    } else {
+                        Err(not_found("function", name))
                     };
                 }
             }

@@ -35,6 +35,8 @@ use crate::swarm::manifest::{
 use crate::swarm::temperature::{Band, Temperature};
 use crate::swarm::worker::{remove_query, retryable, task_fragment};
 use crate::swarm::{CellCache, Distribute, SwarmConfig};
+use crate::chamber::BoundFunction;
+use crate::lake::FunctionEntry;
 use crate::{BeePool, ChamberStats, Error, FragmentOutput, Lake, Result};
 
 /// Attempts of one fragment before the statement is abandoned.
@@ -47,6 +49,8 @@ const DEADLINE_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub(crate) struct Statement {
     pub sql: String,
+    /// The registered functions it calls, for the manifest.
+    pub functions: BTreeMap<String, FunctionEntry>,
     pub namespace: (String, String),
     pub table: String,
     pub schema: FrameSchema,
@@ -214,6 +218,8 @@ pub(crate) struct Coordinator<'a> {
     pub config: &'a SwarmConfig,
     /// The session's cap on a fragment's bytes, when one was set.
     pub fragment_cap: Option<u64>,
+    /// The user-defined functions the statement calls, for fragments run here.
+    pub functions: Vec<BoundFunction>,
 }
 
 /// A task being followed.
@@ -302,6 +308,7 @@ impl Coordinator<'_> {
             expires_ms: created_ms
                 + ((deadline + DEADLINE_GRACE) * MAX_ATTEMPTS as u32).as_millis() as u64,
             sql: statement.sql.clone(),
+            functions: statement.functions.clone(),
             namespace: statement.namespace.clone(),
             table: statement.table.clone(),
             schema: statement.schema.clone(),
@@ -325,7 +332,8 @@ impl Coordinator<'_> {
         manifest: &Manifest,
         spec: &TaskSpec,
     ) -> Result<Receiver<Result<FragmentOutput>>> {
-        let fragment = task_fragment(self.lake, self.cache.clone(), manifest, spec)?;
+        let fragment = task_fragment(self.lake, self.cache.clone(), manifest, spec)?
+            .with_functions(self.functions.clone());
         self.pool
             .submit_with_deadline(fragment, self.config.deadline)
     }

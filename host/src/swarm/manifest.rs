@@ -10,6 +10,7 @@
 //! since every attempt of a task reads the same cells. The coordinator removes the
 //! directory when the statement ends; any node removes directories past their expiry.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use apiary_engine::MergeKind;
@@ -17,6 +18,7 @@ use apiary_engine::lake::FrameSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ChamberStats;
+use crate::lake::FunctionEntry;
 
 /// Where distributed statements live in the lake.
 pub const QUERIES: &str = "_queries";
@@ -34,6 +36,9 @@ pub struct Manifest {
     pub expires_ms: u64,
     /// The statement.
     pub sql: String,
+    /// The registered functions the statement calls (their modules are in the lake).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub functions: BTreeMap<String, FunctionEntry>,
     /// Hive and box unqualified names resolve in.
     pub namespace: (String, String),
     /// The frame the statement reads, fully qualified.

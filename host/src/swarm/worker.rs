@@ -270,7 +270,9 @@ async fn run_task(
     manifest: &Manifest,
     task: &TaskSpec,
 ) -> Result<FragmentOutput> {
-    let fragment = task_fragment(lake, cache, manifest, task)?;
+    let names = manifest.functions.keys().cloned().collect();
+    let functions = crate::udf::bind(lake, pool.engine(), &manifest.functions, &names).await?;
+    let fragment = task_fragment(lake, cache, manifest, task)?.with_functions(functions);
     let answer =
         pool.submit_with_deadline(fragment, Duration::from_millis(manifest.deadline_ms))?;
     tokio::task::spawn_blocking(move || answer.recv().map_err(|_| Error::PoolClosed)?)
