@@ -569,7 +569,11 @@ impl ChamberEngine {
                 } else if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                     format!("it ran past {DESCRIBE_DEADLINE:?}")
                 } else {
-                    format!("it trapped: {trap:#}{}", output_tail(&state.functions.output))
+                    format!(
+                        "it trapped: {}{}",
+                        trap.root_cause(),
+                        output_tail(&state.functions.output)
+                    )
                 };
                 return Err(Error::Function(format!("describing its functions failed: {cause}")));
             }
@@ -736,14 +740,16 @@ impl ChamberEngine {
                     });
                 }
                 if let Some(function) = function {
+                    // The trap itself, without the chamber's wasm backtrace.
+                    let cause = trap.root_cause();
                     let output = &state.functions.output;
                     let message = if output.contents().len() >= FUNCTION_OUTPUT_CAPACITY {
                         format!(
-                            "it wrote more than {} KiB to stdout and stderr ({trap:#})",
+                            "it wrote more than {} KiB to stdout and stderr ({cause})",
                             FUNCTION_OUTPUT_CAPACITY >> 10
                         )
                     } else {
-                        format!("{trap:#}{}", output_tail(output))
+                        format!("{cause}{}", output_tail(output))
                     };
                     return Err(Error::FunctionTrap {
                         bee,
