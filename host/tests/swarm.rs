@@ -462,6 +462,66 @@ fn distributed(root: &Path, lake: &TestLake) {
 }
 
 #[test]
+fn a_user_defined_function_runs_in_a_statement_distributed_over_two_nodes() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("dir");
+    let root = dir.path();
+    let lake = tpch_lake(TestLake::local(root));
+    let module = apiary_host::find_component("apiary_example_udf.wasm")
+        .expect("run `just build-guest` first");
+    let home = root.join("admin");
+    std::fs::create_dir_all(&home).expect("home");
+    let added = command(&lake, &home)
+        .args(["udf", "add"])
+        .arg(&module)
+        .output()
+        .expect("udf add");
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert_eq!(
+        stdout(&added),
+        "function add_one(Int64) -> Int64 created\n\
+         function discounted(Float64, Float64) -> Float64 created\n"
+    );
+
+    let query = |add_one: &str, discounted: &str| {
+        format!(
+            "SELECT l_returnflag, sum({add_one}) AS s, round(sum({discounted}), 4) AS d, \
+             count(*) AS n FROM lineitem GROUP BY l_returnflag ORDER BY l_returnflag"
+        )
+    };
+    let built_in = query("l_orderkey + 1", "l_extendedprice * (1 - l_discount)");
+    let with_functions = query(
+        "add_one(l_orderkey)",
+        "discounted(l_extendedprice, l_discount)",
+    );
+    let alone = sql(root, &lake, "never", &["USE tpch.part", &built_in])
+        .output()
+        .expect("sql");
+    assert!(alone.status.success(), "{}", stderr(&alone));
+    assert_eq!(stdout(&alone).lines().count(), 5, "{}", stdout(&alone));
+
+    let nodes = swarm(root, &lake, &["a", "b"]);
+    let shared = sql(root, &lake, "always", &["USE tpch.part", &with_functions])
+        .output()
+        .expect("sql");
+    assert!(shared.status.success(), "{}", stderr(&shared));
+    assert_eq!(stdout(&shared), stdout(&alone), "the function's answers differ");
+    assert!(stderr(&shared).contains("statement distributed"), "{}", stderr(&shared));
+
+    let explain = format!("EXPLAIN ANALYZE {with_functions}");
+    let out = sql(root, &lake, "always", &["USE tpch.part", &explain])
+        .output()
+        .expect("explain");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("on 2 nodes"), "{text}");
+    for node in &nodes {
+        assert!(text.contains(&format!("node {}, bee 0", node.id)), "{text}");
+    }
+    assert_eq!(queries_left(&lake), 0, "query directories are removed");
+}
+
+#[test]
 fn a_fragment_every_worker_fails_is_abandoned_with_a_diagnostic() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("dir");
