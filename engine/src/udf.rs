@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, new_empty_array};
 use arrow::datatypes::{DataType, Field, Schema};
-use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -23,7 +22,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-use crate::EngineError;
+use crate::{EngineError, decode_ipc_chunks};
 
 /// A user-defined scalar function as SQL sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -160,15 +159,10 @@ impl CalledFunction {
     }
 
     /// Check the function's answer: one column of the declared type, one value per row.
-    fn answer(&self, bytes: &[u8], rows: usize) -> DfResult<ArrayRef> {
-        let reader = StreamReader::try_new(bytes, None)
+    /// The answer's buffers are used in place, not copied.
+    fn answer(&self, bytes: Vec<u8>, rows: usize) -> DfResult<ArrayRef> {
+        let (_, batches) = decode_ipc_chunks(std::iter::once(bytes))
             .map_err(|e| self.error(format!("its answer is not an Arrow IPC stream: {e}")))?;
-        let mut batches = Vec::new();
-        for batch in reader {
-            batches.push(
-                batch.map_err(|e| self.error(format!("its answer cannot be read: {e}")))?,
-            );
-        }
         let [batch] = batches.as_slice() else {
             return Err(self.error(format!(
                 "it answered with {} batches where one was expected",
@@ -265,7 +259,7 @@ impl ScalarUDFImpl for CalledFunction {
             .caller
             .call(&self.function.name, &request)
             .map_err(|message| self.error(message))?;
-        self.answer(&answer, rows).map(ColumnarValue::Array)
+        self.answer(answer, rows).map(ColumnarValue::Array)
     }
 }
 

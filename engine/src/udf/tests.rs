@@ -1,6 +1,8 @@
 use arrow::array::{Array, Int64Array, StringArray};
 use arrow::util::pretty::pretty_format_batches;
 
+use arrow::ipc::reader::StreamReader;
+
 use super::*;
 
 /// Functions run natively: what a UDF module does, without the component around it.

@@ -27,10 +27,11 @@ mod bindings {
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
-use arrow::compute::kernels::numeric::{add, mul, sub};
+use arrow::compute::kernels::numeric::{add_wrapping, mul, sub};
 use arrow::datatypes::{Field, Schema};
 use arrow::error::ArrowError;
-use arrow::ipc::reader::StreamReader;
+use arrow::buffer::Buffer;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use bindings::apiary::udf::types::{Signature, Volatility};
 
@@ -55,7 +56,7 @@ impl bindings::Guest for Functions {
     }
 
     fn call(name: String, args: Vec<u8>) -> Result<Vec<u8>, String> {
-        let args = read_batch(&args).map_err(|e| format!("reading the arguments: {e}"))?;
+        let args = read_batch(args).map_err(|e| format!("reading the arguments: {e}"))?;
         let answer = match name.as_str() {
             "add_one" => add_one(&args),
             "discounted" => discounted(&args),
@@ -67,11 +68,11 @@ impl bindings::Guest for Functions {
     }
 }
 
-/// `x + 1`: the arrow kernel keeps NULLs and reports an overflow instead of wrapping.
+/// `x + 1`, NULL staying NULL; like SQL's `+` in Apiary, it wraps on overflow.
 fn add_one(args: &RecordBatch) -> Result<ArrayRef, ArrowError> {
     let x = args.column(0);
     let one = Int64Array::new_scalar(1);
-    add(x, &one)
+    add_wrapping(x, &one)
 }
 
 /// `price * (1 - discount)`.
@@ -81,11 +82,17 @@ fn discounted(args: &RecordBatch) -> Result<ArrayRef, ArrowError> {
     mul(price, &sub(&one, discount)?)
 }
 
-/// The one batch of an Arrow IPC stream.
-fn read_batch(bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
-    StreamReader::try_new(bytes, None)?
-        .next()
-        .unwrap_or_else(|| Err(ArrowError::IpcError("the stream holds no batch".into())))
+/// The one batch of an Arrow IPC stream. The decoder uses the stream's buffers in place
+/// instead of copying them out.
+fn read_batch(bytes: Vec<u8>) -> Result<RecordBatch, ArrowError> {
+    let mut buffer = Buffer::from(bytes);
+    let mut decoder = StreamDecoder::new();
+    while !buffer.is_empty() {
+        if let Some(batch) = decoder.decode(&mut buffer)? {
+            return Ok(batch);
+        }
+    }
+    Err(ArrowError::IpcError("the stream holds no batch".into()))
 }
 
 /// An Arrow IPC stream of one batch holding `column`.
