@@ -18,8 +18,7 @@ use apiary_engine::arrow::datatypes::SchemaRef;
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::{
     ByteSource, CellId, CellRef, EngineError, FragmentSink, FragmentTask, FunctionCaller,
-    FunctionSignature, IpcChunker, MergeKind, Stage, TableCells, decode_schema,
-    default_namespace,
+    FunctionSignature, IpcChunker, MergeKind, Stage, TableCells, decode_schema, default_namespace,
 };
 use bindings::apiary::chamber::types::{self, ChamberError, Summary, Task};
 use bindings::apiary::chamber::{cells, functions, sink};

@@ -127,7 +127,10 @@ fn main() -> anyhow::Result<()> {
             Fragment::new(sql, vec![table], Arc::new(files)).with_functions(functions.clone());
         let t = Instant::now();
         let output = pool.run(fragment)?;
-        Ok((t.elapsed(), pretty_format_batches(&output.batches)?.to_string()))
+        Ok((
+            t.elapsed(),
+            pretty_format_batches(&output.batches)?.to_string(),
+        ))
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
@@ -163,7 +166,11 @@ fn main() -> anyhow::Result<()> {
         if builtin_answer != function_answer {
             bail!("{name}: the function's answer differs:\n{function_answer}\n{builtin_answer}");
         }
-        let (n, b, f) = (median(native), median(builtin_times), median(function_times));
+        let (n, b, f) = (
+            median(native),
+            median(builtin_times),
+            median(function_times),
+        );
         println!(
             "| {name} | {:.1} | {:.1} | {:.1} | {:.2}x |",
             ms(n),

@@ -23,8 +23,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -536,7 +536,10 @@ impl ChamberEngine {
     /// # Errors
     /// [`Error::Function`] when `describe` traps, runs out of memory or time, or lists a
     /// signature that cannot be read.
-    pub fn describe_functions(&self, module: &Arc<FunctionModule>) -> Result<Vec<FunctionSignature>> {
+    pub fn describe_functions(
+        &self,
+        module: &Arc<FunctionModule>,
+    ) -> Result<Vec<FunctionSignature>> {
         let budget = DESCRIBE_BUDGET.min(self.max_budget);
         let mut functions = FunctionSlots::new(&[])?;
         functions.running = Some("describe".into());
@@ -575,7 +578,9 @@ impl ChamberEngine {
                         output_tail(&state.functions.output)
                     )
                 };
-                return Err(Error::Function(format!("describing its functions failed: {cause}")));
+                return Err(Error::Function(format!(
+                    "describing its functions failed: {cause}"
+                )));
             }
         };
         described
@@ -725,7 +730,8 @@ impl ChamberEngine {
             Err(trap) => {
                 // A trap inside a user-defined function names it.
                 let function = state.functions.running.as_deref();
-                let in_function = function.map_or_else(String::new, |f| format!(" in function `{f}`"));
+                let in_function =
+                    function.map_or_else(String::new, |f| format!(" in function `{f}`"));
                 if let Some(requested) = state.limiter.refused() {
                     return Err(memory_exceeded(
                         requested,
@@ -809,7 +815,10 @@ fn output_tail(output: &MemoryOutputPipe) -> String {
         return String::new();
     }
     let tail = &output[output.len().saturating_sub(STDERR_TAIL)..];
-    format!("; its output ends with: {}", String::from_utf8_lossy(tail).trim())
+    format!(
+        "; its output ends with: {}",
+        String::from_utf8_lossy(tail).trim()
+    )
 }
 
 /// The cells of a chamber that reads none.

@@ -131,7 +131,12 @@ impl GuestArtifact {
     /// # Errors
     /// [`Error::Io`] when the cache cannot be written, [`Error::Guest`] when the bytes are
     /// not a valid component.
-    pub fn from_bytes(engine: &Engine, bytes: &[u8], label: &str, cache_dir: &Path) -> Result<Self> {
+    pub fn from_bytes(
+        engine: &Engine,
+        bytes: &[u8],
+        label: &str,
+        cache_dir: &Path,
+    ) -> Result<Self> {
         let cached_at = cache_dir.join(cache_key(engine, bytes));
         if cached_at.is_file() {
             // SAFETY: the artefact was written by `Engine::precompile_component` of this

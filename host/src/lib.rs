@@ -47,8 +47,8 @@ pub use config::{Hardware, Overrides, Settings, Source};
 pub use error::{Attempt, Error, GuestErrorKind, Result};
 pub use guest::{GuestArtifact, default_cache_dir, find_component, find_guest};
 pub use lake::{
-    FrameEntry, FrameWrite, FunctionEntry, Lake, Meadow, RegistryState, S3Options, VacuumReport, WriteMode,
-    WriteOptions, WriteResult,
+    FrameEntry, FrameWrite, FunctionEntry, Lake, Meadow, RegistryState, S3Options, VacuumReport,
+    WriteMode, WriteOptions, WriteResult,
 };
 pub use query::{FragmentRun, MergeRun, QueryOutput, QuerySession};
 pub use swarm::coordinator::Coordination;

@@ -561,15 +561,16 @@ impl QuerySession {
         let merge = Fragment {
             stage: Stage::Merge { inputs },
             label: "the merge".into(),
-            ..self.fragment(
-                sql,
-                vec![TableCells {
-                    cells: Vec::new(),
-                    ..table
-                }],
-                Arc::new(PartialResults(streams)),
-            )
-            .with_functions(functions.to_vec())
+            ..self
+                .fragment(
+                    sql,
+                    vec![TableCells {
+                        cells: Vec::new(),
+                        ..table
+                    }],
+                    Arc::new(PartialResults(streams)),
+                )
+                .with_functions(functions.to_vec())
         };
         let pool = self.pool.clone();
         let output = blocking(move || pool.run(merge)).await?;

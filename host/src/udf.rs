@@ -22,8 +22,8 @@ use crate::chamber::{BoundFunction, ChamberEngine};
 use crate::lake::{FunctionEntry, Lake, RegistryState};
 use crate::{Error, Result};
 
-/// Where function modules live in the lake.
-const FUNCTIONS_DIR: &str = "_functions";
+/// Where function modules live in the lake: `_functions/<sha256>.wasm`.
+pub(crate) const FUNCTIONS_PREFIX: &str = "_functions/";
 
 /// Largest module accepted, in bytes.
 pub const MAX_MODULE_BYTES: usize = 64 << 20;
@@ -38,7 +38,7 @@ pub(crate) fn module_hash(bytes: &[u8]) -> String {
 
 /// The lake key of the module with hash `hash`.
 pub(crate) fn module_key(hash: &str) -> String {
-    format!("{FUNCTIONS_DIR}/{hash}.wasm")
+    format!("{FUNCTIONS_PREFIX}{hash}.wasm")
 }
 
 /// Refuse what is plainly not a component, before compiling anything.
@@ -169,9 +169,10 @@ pub async fn register_module(
     // The module first, then the registry: a registry entry never names missing bytes.
     let hash = lake.put_function_module(Bytes::from(bytes)).await?;
     let existing = lake.registry().await?.functions;
-    let file = path
-        .file_name()
-        .map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
     lake.put_functions(
         chosen
             .iter()

@@ -143,8 +143,15 @@ fn the_example_module_answers_as_the_built_in_expressions_do() {
         // The module is in the lake under its hash, and the registry names it.
         let registry = node.lake.registry().await.expect("registry");
         let entry = &registry.functions["add_one"];
-        let stored = node.lake.function_module(&entry.module).await.expect("module");
-        assert_eq!(stored.len() as u64, std::fs::metadata(example_module()).expect("file").len());
+        let stored = node
+            .lake
+            .function_module(&entry.module)
+            .await
+            .expect("module");
+        assert_eq!(
+            stored.len() as u64,
+            std::fs::metadata(example_module()).expect("file").len()
+        );
 
         let with_function = node
             .session
@@ -176,7 +183,11 @@ fn the_example_module_answers_as_the_built_in_expressions_do() {
             .sql(&sql("add_one(sum(x))"))
             .await
             .expect("above an aggregate");
-        let built_in = node.session.sql(&sql("sum(x) + 1")).await.expect("built in");
+        let built_in = node
+            .session
+            .sql(&sql("sum(x) + 1"))
+            .await
+            .expect("built in");
         assert_eq!(text(&with_function), text(&built_in));
 
         // Registering the second function of the module, then replacing the first.
@@ -201,14 +212,38 @@ fn the_example_module_answers_as_the_built_in_expressions_do() {
         let replaced = create(&mut node, "add_one", &example_module())
             .await
             .expect("replace");
-        assert_eq!(replaced.notes, ["function add_one(Int64) -> Int64 replaced"]);
+        assert_eq!(
+            replaced.notes,
+            ["function add_one(Int64) -> Int64 replaced"]
+        );
 
         let shown = node.session.sql("SHOW FUNCTIONS").await.expect("show");
         let shown = text(&shown);
-        assert!(shown.contains("| add_one    | Int64            | Int64   | immutable"), "{shown}");
-        assert!(shown.contains("| discounted | Float64, Float64 | Float64 | immutable"), "{shown}");
+        assert!(
+            shown.contains("| add_one    | Int64            | Int64   | immutable"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("| discounted | Float64, Float64 | Float64 | immutable"),
+            "{shown}"
+        );
 
-        node.session.sql("DROP FUNCTION add_one").await.expect("drop");
+        // Vacuum keeps a module some function uses, and removes it once none does.
+        let report = node.lake.vacuum(Duration::ZERO).await.expect("vacuum");
+        assert_eq!(report.function_modules, 0);
+        node.lake
+            .function_module(&entry.module)
+            .await
+            .expect("kept");
+        node.session
+            .sql("DROP FUNCTION add_one")
+            .await
+            .expect("drop");
+        let report = node.lake.vacuum(Duration::ZERO).await.expect("vacuum");
+        assert_eq!(
+            report.function_modules, 0,
+            "discounted still uses the module"
+        );
         let err = node
             .session
             .sql("SELECT add_one(x) FROM t")
@@ -225,6 +260,18 @@ fn the_example_module_answers_as_the_built_in_expressions_do() {
             .sql("DROP FUNCTION IF EXISTS add_one")
             .await
             .expect("if exists");
+        node.session
+            .sql("DROP FUNCTION discounted")
+            .await
+            .expect("drop");
+        let report = node.lake.vacuum(Duration::ZERO).await.expect("vacuum");
+        assert_eq!(report.function_modules, 1);
+        let err = node
+            .lake
+            .function_module(&entry.module)
+            .await
+            .expect_err("vacuumed");
+        assert!(matches!(err, Error::NotFound(_)), "{err}");
     });
 }
 
@@ -234,7 +281,10 @@ fn hostile_functions_are_contained_and_the_node_keeps_serving() {
     runtime().block_on(async {
         let mut node = node(128).await;
         node.session
-            .sql(&format!("CREATE FUNCTION add_two FROM '{}'", evil_module().display()))
+            .sql(&format!(
+                "CREATE FUNCTION add_two FROM '{}'",
+                evil_module().display()
+            ))
             .await
             .expect("create");
         for name in [
@@ -274,7 +324,10 @@ fn hostile_functions_are_contained_and_the_node_keeps_serving() {
                 if fragment.contains("in function `spin`") && *limit == Duration::from_secs(5)),
             "{err}"
         );
-        let err = session.sql(&call("open_file")).await.expect_err("open_file");
+        let err = session
+            .sql(&call("open_file"))
+            .await
+            .expect_err("open_file");
         assert!(
             err.to_string()
                 .contains("function `open_file`: cannot read /etc/passwd"),
@@ -287,22 +340,35 @@ fn hostile_functions_are_contained_and_the_node_keeps_serving() {
             "{err}"
         );
         assert!(!err.to_string().contains("apiary_guest.wasm!"), "{err}");
-        let err = session.sql(&call("wrong_type")).await.expect_err("wrong_type");
+        let err = session
+            .sql(&call("wrong_type"))
+            .await
+            .expect_err("wrong_type");
         assert!(
-            err.to_string()
-                .contains("function `wrong_type`: it returned Utf8 where its signature declares Int64"),
+            err.to_string().contains(
+                "function `wrong_type`: it returned Utf8 where its signature declares Int64"
+            ),
             "{err}"
         );
-        let err = session.sql(&call("wrong_length")).await.expect_err("wrong_length");
+        let err = session
+            .sql(&call("wrong_length"))
+            .await
+            .expect_err("wrong_length");
         assert!(
             err.to_string()
                 .contains("function `wrong_length`: it returned 8 values for 9 rows"),
             "{err}"
         );
         // No clock, no environment.
-        let clock = session.sql("SELECT max(clock(x)) AS v FROM t").await.expect("clock");
+        let clock = session
+            .sql("SELECT max(clock(x)) AS v FROM t")
+            .await
+            .expect("clock");
         assert!(text(&clock).contains("| 0 |"), "{}", text(&clock));
-        let env = session.sql("SELECT max(env_count(x)) AS v FROM t").await.expect("env");
+        let env = session
+            .sql("SELECT max(env_count(x)) AS v FROM t")
+            .await
+            .expect("env");
         assert!(text(&env).contains("| 0 |"), "{}", text(&env));
 
         // After all of it, the node answers.
@@ -366,16 +432,15 @@ fn files_that_are_not_function_modules_are_refused_and_nothing_is_stored() {
             .sql("CREATE FUNCTION f FROM module.wasm")
             .await
             .expect_err("unquoted");
-        assert!(err.to_string().contains("CREATE [OR REPLACE] FUNCTION name FROM"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("CREATE [OR REPLACE] FUNCTION name FROM"),
+            "{err}"
+        );
 
         let registry = node.lake.registry().await.expect("registry");
         assert!(registry.functions.is_empty(), "{:?}", registry.functions);
-        let stored = node
-            .lake
-            .meadow()
-            .list("_functions/")
-            .await
-            .expect("list");
+        let stored = node.lake.meadow().list("_functions/").await.expect("list");
         assert!(stored.is_empty(), "{stored:?}");
     });
 }

@@ -505,8 +505,16 @@ fn a_user_defined_function_runs_in_a_statement_distributed_over_two_nodes() {
         .output()
         .expect("sql");
     assert!(shared.status.success(), "{}", stderr(&shared));
-    assert_eq!(stdout(&shared), stdout(&alone), "the function's answers differ");
-    assert!(stderr(&shared).contains("statement distributed"), "{}", stderr(&shared));
+    assert_eq!(
+        stdout(&shared),
+        stdout(&alone),
+        "the function's answers differ"
+    );
+    assert!(
+        stderr(&shared).contains("statement distributed"),
+        "{}",
+        stderr(&shared)
+    );
 
     let explain = format!("EXPLAIN ANALYZE {with_functions}");
     let out = sql(root, &lake, "always", &["USE tpch.part", &explain])

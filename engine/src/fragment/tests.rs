@@ -393,7 +393,13 @@ async fn run_split(
         let mut partial = task(sql, vec![table_of(group.clone())]);
         partial.stage = Stage::Partial;
         let mut sink = Collect::default();
-        let summary = execute_fragment(&partial, cells.clone(), Arc::new(crate::NoFunctions), &mut sink).await?;
+        let summary = execute_fragment(
+            &partial,
+            cells.clone(),
+            Arc::new(crate::NoFunctions),
+            &mut sink,
+        )
+        .await?;
         kinds.push(summary.merge.expect("a partial reports its merge"));
         let schema = sink.schema.expect("schema");
         let mut chunker = IpcChunker::new(&schema)?;

@@ -38,7 +38,12 @@ impl FunctionCaller for NativeFunctions {
             .downcast_ref::<Int64Array>()
             .ok_or("not Int64")?;
         let column: ArrayRef = match name {
-            "add_one" => Arc::new(first.iter().map(|v| v.map(|v| v + 1)).collect::<Int64Array>()),
+            "add_one" => Arc::new(
+                first
+                    .iter()
+                    .map(|v| v.map(|v| v + 1))
+                    .collect::<Int64Array>(),
+            ),
             "wrong_type" => Arc::new(StringArray::from(vec!["x"; first.len()])),
             "wrong_length" => Arc::new(Int64Array::from(vec![1; first.len() - 1])),
             "refuse" => return Err("no, thank you".into()),
@@ -56,16 +61,11 @@ fn signature(name: &str) -> FunctionSignature {
 async fn query(sql: &str) -> Result<String, DataFusionError> {
     let ctx = SessionContext::new();
     let caller: Arc<dyn FunctionCaller> = Arc::new(NativeFunctions);
-    let functions: Vec<FunctionSignature> = [
-        "add_one",
-        "wrong_type",
-        "wrong_length",
-        "refuse",
-        "garbage",
-    ]
-    .into_iter()
-    .map(signature)
-    .collect();
+    let functions: Vec<FunctionSignature> =
+        ["add_one", "wrong_type", "wrong_length", "refuse", "garbage"]
+            .into_iter()
+            .map(signature)
+            .collect();
     register_functions(&ctx, &functions, &caller);
     let batches = ctx.sql(sql).await?.collect().await?;
     Ok(pretty_format_batches(&batches)?.to_string())
@@ -75,9 +75,11 @@ const VALUES: &str = "(VALUES (CAST(1 AS BIGINT)), (NULL), (41)) AS t(x)";
 
 #[tokio::test]
 async fn a_function_runs_over_each_batch_and_keeps_nulls() {
-    let out = query(&format!("SELECT x, add_one(x) AS y FROM {VALUES} ORDER BY x"))
-        .await
-        .expect("query");
+    let out = query(&format!(
+        "SELECT x, add_one(x) AS y FROM {VALUES} ORDER BY x"
+    ))
+    .await
+    .expect("query");
     let expected = "\
 +----+----+
 | x  | y  |
@@ -100,10 +102,19 @@ async fn a_literal_argument_becomes_a_column_of_the_batch_length() {
 #[tokio::test]
 async fn wrong_answers_are_named() {
     for (name, expected) in [
-        ("wrong_type", "function `wrong_type`: it returned Utf8 where its signature declares Int64"),
-        ("wrong_length", "function `wrong_length`: it returned 2 values for 3 rows"),
+        (
+            "wrong_type",
+            "function `wrong_type`: it returned Utf8 where its signature declares Int64",
+        ),
+        (
+            "wrong_length",
+            "function `wrong_length`: it returned 2 values for 3 rows",
+        ),
         ("refuse", "function `refuse`: no, thank you"),
-        ("garbage", "function `garbage`: its answer is not an Arrow IPC stream"),
+        (
+            "garbage",
+            "function `garbage`: its answer is not an Arrow IPC stream",
+        ),
     ] {
         let err = query(&format!("SELECT {name}(x) FROM {VALUES}"))
             .await
@@ -142,7 +153,11 @@ async fn the_planning_caller_refuses_to_run_functions() {
 fn signatures_parse_arrow_type_names_and_refuse_unknown_ones() {
     let sig = FunctionSignature::parse(
         "f",
-        &["Int64".into(), "Utf8".into(), "Timestamp(Microsecond, None)".into()],
+        &[
+            "Int64".into(),
+            "Utf8".into(),
+            "Timestamp(Microsecond, None)".into(),
+        ],
         "Float64",
         "Volatile",
     )
@@ -155,7 +170,11 @@ fn signatures_parse_arrow_type_names_and_refuse_unknown_ones() {
     );
     let err = FunctionSignature::parse("f", &["Integer".into()], "Int64", "immutable")
         .expect_err("unknown type");
-    assert!(err.to_string().contains("`Integer` is not an Arrow data type"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("`Integer` is not an Arrow data type"),
+        "{err}"
+    );
     let err = FunctionSignature::parse("f", &[], "Int64", "sometimes").expect_err("bad volatility");
     assert!(err.to_string().contains("volatility `sometimes`"), "{err}");
 }

@@ -27,10 +27,10 @@ mod bindings {
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow::buffer::Buffer;
 use arrow::compute::kernels::numeric::{add_wrapping, mul, sub};
 use arrow::datatypes::{Field, Schema};
 use arrow::error::ArrowError;
-use arrow::buffer::Buffer;
 use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use bindings::apiary::udf::types::{Signature, Volatility};

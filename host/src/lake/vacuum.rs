@@ -2,7 +2,8 @@
 //!
 //! Removed cells stay in the meadow after an overwrite (a query planned on the old version
 //! may still read them), failed writes leave orphan cells, dropped frames leave their whole
-//! directory, and crashed coordinators leave query directories. Vacuum deletes each of
+//! directory, crashed coordinators leave query directories, and dropped or replaced
+//! functions leave modules no function names. Vacuum deletes each of
 //! these once it is older than a grace period, so nothing a running write or query may still
 //! need is touched. It is the one operation that lists the whole lake.
 
@@ -25,6 +26,8 @@ pub struct VacuumReport {
     pub dropped_frame_objects: usize,
     /// Objects of stale query directories.
     pub query_objects: usize,
+    /// Function modules no registered function uses.
+    pub function_modules: usize,
     /// Bytes freed.
     pub bytes: u64,
 }
@@ -52,6 +55,11 @@ pub(crate) async fn vacuum(
         .flat_map(|frames| frames.values())
         .map(|entry| entry.dir.as_str())
         .collect();
+    let modules: HashSet<String> = registry
+        .functions
+        .values()
+        .map(|f| crate::udf::module_key(&f.module))
+        .collect();
     let mut report = VacuumReport::default();
     for object in meadow.list("").await? {
         if object.last_modified > cutoff {
@@ -63,6 +71,11 @@ pub(crate) async fn vacuum(
         }
         if key.starts_with("_queries/") {
             report.query_objects += 1;
+        } else if key.starts_with(crate::udf::FUNCTIONS_PREFIX) {
+            if modules.contains(key) {
+                continue;
+            }
+            report.function_modules += 1;
         } else if let Some((dir, cells)) = live_dirs.iter().find(|(dir, _)| {
             key.strip_prefix(*dir)
                 .is_some_and(|rest| rest.starts_with('/'))

@@ -24,7 +24,9 @@ use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::lake::FrameSchema;
 use bytes::Bytes;
 
+use crate::chamber::BoundFunction;
 use crate::error::Attempt;
+use crate::lake::FunctionEntry;
 use crate::leafcutter;
 use crate::swarm::cache::cell_tag;
 use crate::swarm::heartbeat::{Liveness, NodeView, WorldView, now_ms};
@@ -35,8 +37,6 @@ use crate::swarm::manifest::{
 use crate::swarm::temperature::{Band, Temperature};
 use crate::swarm::worker::{remove_query, retryable, task_fragment};
 use crate::swarm::{CellCache, Distribute, SwarmConfig};
-use crate::chamber::BoundFunction;
-use crate::lake::FunctionEntry;
 use crate::{BeePool, ChamberStats, Error, FragmentOutput, Lake, Result};
 
 /// Attempts of one fragment before the statement is abandoned.
