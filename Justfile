@@ -82,13 +82,9 @@ demo: build
     echo "== the same lake in the interactive shell:"
     echo "   $apiary --lake $lake shell"
 
-# The chamber benchmark: TPC-H Q1 and Q6 over lineitem SF1, one bee vs native DataFusion.
+# The chamber benchmark: TPC-H Q1 and Q6 over lineitem SF1, one bee vs native DataFusion; then user-defined functions vs built-in expressions.
 bench-chamber: build-guest
     cargo bench --locked -p apiary-host --bench chamber -- --scale 1 --runs 5
-
-# User-defined function overhead: add_one(x) against x + 1 (and a two-argument one) over lineitem SF1 in one bee.
-bench-udf: build-guest
-    cargo bench --locked -p apiary-host --bench udf -- --scale 1 --runs 5
 
 # Lake writes: commit throughput (1 and 4 writers) and a lineitem SF1 load vs the native Parquet writer.
 bench-lake:
@@ -115,4 +111,4 @@ bench-swarm: build-guest
     cargo bench --locked -p apiary-host --bench swarm -- --scale 0.1 --runs 15
 
 # Every benchmark.
-bench: bench-chamber bench-udf bench-lake bench-tpch bench-ssb bench-variants bench-swarm
+bench: bench-chamber bench-lake bench-tpch bench-ssb bench-variants bench-swarm

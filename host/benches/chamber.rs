@@ -1,9 +1,12 @@
 //! Chamber overhead: TPC-H Q1 and Q6 over lineitem, one bee in a sealed chamber against
-//! native DataFusion with one partition, same files, same process.
+//! native DataFusion with one partition, same files, same process. Then user-defined
+//! function overhead: the example module's `add_one(x)` (= `x + 1`) and `discounted(p, d)`
+//! (= `p * (1 - d)`) against the equivalent built-in expressions, both in the chamber.
 //!
 //! Run: `just bench-chamber` (SF 1, 5 runs), or
 //! `cargo bench -p apiary-host --bench chamber -- --scale 0.1 --runs 3`.
-//! Prints the median of each and the ratio chamber / native; the answers are compared too.
+//! Prints the median of each and the ratios chamber / native (target 1.25x) and function /
+//! built-in (target 1.5x); the answers are compared too.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use apiary_host::{
-    BeePool, CellFiles, ChamberEngine, Fragment, PoolConfig, TableCells, find_guest, generate_tpch,
+    BeePool, BoundFunction, CellFiles, ChamberEngine, Fragment, PoolConfig, TableCells,
+    find_component, find_guest, generate_tpch,
 };
 use arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
@@ -26,6 +30,22 @@ const Q1: &str = "SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty,
 const Q6: &str = "SELECT sum(l_extendedprice * l_discount) AS revenue FROM lineitem \
     WHERE l_shipdate >= DATE '1994-01-01' AND l_shipdate < DATE '1995-01-01' \
     AND l_discount BETWEEN 0.05 AND 0.07 AND l_quantity < 24";
+
+/// (function, with the function, with the built-in expression)
+const FUNCTIONS: [(&str, &str, &str); 2] = [
+    (
+        "add_one",
+        "SELECT sum(add_one(l_orderkey)) AS s FROM lineitem",
+        "SELECT sum(l_orderkey + 1) AS s FROM lineitem",
+    ),
+    (
+        "discounted",
+        "SELECT round(sum(discounted(CAST(l_extendedprice AS DOUBLE), CAST(l_discount AS DOUBLE))), 2) \
+         AS s FROM lineitem",
+        "SELECT round(sum(CAST(l_extendedprice AS DOUBLE) * (1 - CAST(l_discount AS DOUBLE))), 2) \
+         AS s FROM lineitem",
+    ),
+];
 
 struct Args {
     scale: f64,
@@ -57,6 +77,35 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The example module's functions, loaded into `engine`.
+fn example_functions(engine: &ChamberEngine) -> anyhow::Result<Vec<BoundFunction>> {
+    let path = find_component("apiary_example_udf.wasm")?;
+    let module = engine.function_module(&std::fs::read(&path)?)?;
+    let functions: Vec<BoundFunction> = engine
+        .describe_functions(&module)?
+        .into_iter()
+        .map(|signature| BoundFunction {
+            signature,
+            module: module.clone(),
+        })
+        .collect();
+    println!(
+        "example module {} ({} KiB): {}",
+        path.display(),
+        std::fs::metadata(&path)?.len() >> 10,
+        functions
+            .iter()
+            .map(|f| f.signature.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(functions)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = args()?;
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -86,6 +135,7 @@ fn main() -> anyhow::Result<()> {
             "precompiled guest from cache"
         }
     );
+    let functions = example_functions(&engine)?;
     let scratch = tempfile::tempdir()?;
     let pool = BeePool::new(
         engine,
@@ -96,6 +146,23 @@ fn main() -> anyhow::Result<()> {
             scratch_root: scratch.path().to_path_buf(),
         },
     )?;
+
+    let run_chamber = |sql: &str| -> anyhow::Result<(Duration, String)> {
+        let files = CellFiles::open([&lineitem])?;
+        let table = TableCells {
+            name: "lineitem".into(),
+            cells: files.cells(),
+            schema: None,
+        };
+        let fragment =
+            Fragment::new(sql, vec![table], Arc::new(files)).with_functions(functions.clone());
+        let t = Instant::now();
+        let output = pool.run(fragment)?;
+        Ok((
+            t.elapsed(),
+            pretty_format_batches(&output.batches)?.to_string(),
+        ))
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
@@ -120,17 +187,9 @@ fn main() -> anyhow::Result<()> {
         let mut chamber_times = Vec::new();
         let mut chamber_answer = String::new();
         for _ in 0..args.runs {
-            let files = CellFiles::open([&lineitem])?;
-            let table = TableCells {
-                name: "lineitem".into(),
-                cells: files.cells(),
-                schema: None,
-            };
-            let fragment = Fragment::new(sql, vec![table], Arc::new(files));
-            let t = Instant::now();
-            let output = pool.run(fragment)?;
-            chamber_times.push(t.elapsed());
-            chamber_answer = pretty_format_batches(&output.batches)?.to_string();
+            let (t, answer) = run_chamber(sql)?;
+            chamber_times.push(t);
+            chamber_answer = answer;
         }
         if native_answer != chamber_answer {
             bail!(
@@ -153,5 +212,45 @@ fn main() -> anyhow::Result<()> {
         args.runs,
         geomean.exp()
     );
+
+    println!(
+        "\n| function | native built-in (ms) | chamber built-in (ms) | chamber function (ms) | function / built-in |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (name, with_function, built_in) in FUNCTIONS {
+        let mut native = Vec::new();
+        for _ in 0..args.runs {
+            let t = Instant::now();
+            runtime.block_on(async { ctx.sql(built_in).await?.collect().await })?;
+            native.push(t.elapsed());
+        }
+        let (mut builtin_times, mut function_times) = (Vec::new(), Vec::new());
+        let (mut builtin_answer, mut function_answer) = (String::new(), String::new());
+        // Alternate the two so that drift on the machine hits both alike.
+        for _ in 0..args.runs {
+            let (t, answer) = run_chamber(built_in)?;
+            builtin_times.push(t);
+            builtin_answer = answer;
+            let (t, answer) = run_chamber(with_function)?;
+            function_times.push(t);
+            function_answer = answer;
+        }
+        if builtin_answer != function_answer {
+            bail!("{name}: the function's answer differs:\n{function_answer}\n{builtin_answer}");
+        }
+        let (n, b, f) = (
+            median(native),
+            median(builtin_times),
+            median(function_times),
+        );
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.2}x |",
+            ms(n),
+            ms(b),
+            ms(f),
+            f.as_secs_f64() / b.as_secs_f64()
+        );
+    }
+    println!("\nfunction / built-in: both in one bee's chamber, medians (target at most 1.5x)");
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use apiary_engine::arrow::array::{Array, AsArray};
 use apiary_engine::arrow::compute::concat_batches;
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::lake::{
@@ -106,7 +107,7 @@ pub(crate) async fn stage(
 
     let mut cells = Vec::new();
     for (partition, batch) in parts {
-        let estimate = batch.get_array_memory_size() as u64;
+        let estimate = estimated_bytes(&batch);
         for range in options.sizing.cut(batch.num_rows(), estimate) {
             let slice = batch.slice(range.start, range.end - range.start);
             let name = format!("cell_{}.parquet", uuid::Uuid::new_v4().simple());
@@ -164,6 +165,27 @@ pub(crate) async fn commit(
     })
 }
 
+/// The bytes `batch`'s rows hold, for cutting it into cells. Not the memory its arrays
+/// point at: a slice, a sort or a partition split of string views shares the whole of the
+/// original buffers, which would count them once per piece and cut thousands of tiny cells.
+fn estimated_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|column| {
+            let in_place = column.to_data().get_slice_memory_size();
+            let outside = if let Some(views) = column.as_string_view_opt() {
+                views.total_buffer_bytes_used()
+            } else if let Some(views) = column.as_binary_view_opt() {
+                views.total_buffer_bytes_used()
+            } else {
+                0
+            };
+            in_place.map_or(column.get_array_memory_size(), |bytes| bytes + outside) as u64
+        })
+        .sum()
+}
+
 fn encode(batch: &RecordBatch) -> Result<Bytes> {
     let mut buf = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(cell_writer_properties()))
@@ -173,4 +195,44 @@ fn encode(batch: &RecordBatch) -> Result<Bytes> {
         .and_then(|_| writer.close().map(|_| ()))
         .map_err(|e| Error::Internal(format!("writing a cell: {e}")))?;
     Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use apiary_engine::arrow::array::{StringViewArray, UInt32Array};
+    use apiary_engine::arrow::compute::take_record_batch;
+    use apiary_engine::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn a_reordered_piece_of_string_views_counts_its_own_rows_only() {
+        let strings: Vec<String> = (0..10_000)
+            .map(|i| format!("a string long enough to live outside its view {i:06}"))
+            .collect();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "s",
+            DataType::Utf8View,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(StringViewArray::from_iter_values(&strings))],
+        )
+        .expect("batch");
+        let whole = estimated_bytes(&batch);
+        // 10,000 views of 16 bytes and about 53 bytes of string each.
+        assert!((600_000..800_000).contains(&whole), "{whole}");
+        // A tenth of the rows, reordered: they still point into the whole data buffer.
+        let indices = UInt32Array::from_iter_values((0..1_000).rev().map(|i| i * 10));
+        let piece = take_record_batch(&batch, &indices).expect("take");
+        assert!(piece.get_array_memory_size() as u64 > whole / 2);
+        let estimate = estimated_bytes(&piece);
+        assert!(
+            (whole / 12..whole / 8).contains(&estimate),
+            "{estimate} of {whole}"
+        );
+    }
 }
