@@ -13,13 +13,8 @@
 //!   at `/scratch`. No environment, no arguments, no sockets; stdout is discarded and stderr
 //!   is kept (up to [`STDERR_CAPACITY`]) for trap reports.
 //!
-//! User-defined functions run inside the same walls. A fragment that may call one carries
-//! its module's `InstancePre` ([`FunctionModule`]); the chamber's `functions.call` import
-//! instantiates the module in the chamber's own store on the first call, so the function's
-//! memory counts against the same budget and the same epoch deadline stops it. Function
-//! modules are linked against WASI alone (never the chamber's imports), and while one runs
-//! WASI shows it an empty world: no files, no environment, no sockets, a clock stopped at
-//! the Unix epoch, and at most [`FUNCTION_OUTPUT_CAPACITY`] of stdout and stderr.
+//! User-defined functions run inside the same walls, in the chamber's own store (see
+//! [`functions`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,16 +34,21 @@ use wasmtime::{
     Trap,
 };
 use wasmtime_wasi::p2::pipe::{MemoryOutputPipe, SinkOutputStream};
-use wasmtime_wasi::{
-    FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
-};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::ChamberPre;
 use crate::bindings::apiary::chamber::{cells, sink, types};
-use crate::bindings::udf::{Udf, UdfPre};
+use crate::bindings::udf::UdfPre;
 use crate::guest::GuestArtifact;
 use crate::limits::BudgetLimiter;
 use crate::{Error, GuestErrorKind, Result};
+
+mod functions;
+
+pub use functions::{
+    BoundFunction, FUNCTION_OUTPUT_CAPACITY, FunctionModule, MAX_FUNCTION_MODULES,
+};
+use functions::{FUNCTIONS_IMPORT, FunctionSlots, call_function, output_tail};
 
 /// How often the epoch advances: the resolution of chamber deadlines.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -59,20 +59,9 @@ pub const STDERR_CAPACITY: usize = 64 << 10;
 /// Bytes of guest stderr quoted in a trap report.
 const STDERR_TAIL: usize = 2048;
 
-/// Bytes a chamber's user-defined functions may write to stdout and stderr together; a
-/// write past it fails (and Rust's `print!` then panics, which traps).
-pub const FUNCTION_OUTPUT_CAPACITY: usize = 64 << 10;
-
-/// Function modules one fragment may use: each is one more component instance and one
-/// more linear memory in the chamber's store.
-pub const MAX_FUNCTION_MODULES: usize = 2;
-
 /// The budget and deadline of the chamber that asks a module to describe itself.
 const DESCRIBE_BUDGET: u64 = 64 << 20;
 const DESCRIBE_DEADLINE: Duration = Duration::from_secs(5);
-
-/// The name under which the chamber imports user-defined functions.
-const FUNCTIONS_IMPORT: &str = "apiary:chamber/functions@0.4.0";
 
 /// Where the bee's scratch directory appears inside the chamber.
 const SCRATCH_MOUNT: &str = "/scratch";
@@ -99,36 +88,6 @@ pub struct Fragment {
     pub label: String,
     /// The user-defined functions the SQL may call.
     pub functions: Vec<BoundFunction>,
-}
-
-/// A user-defined function module, compiled and linked, ready to instantiate in a chamber.
-pub struct FunctionModule {
-    hash: String,
-    pre: UdfPre<ChamberState>,
-}
-
-impl FunctionModule {
-    /// The SHA-256 of the module's bytes, in hex: its name in the lake.
-    pub fn hash(&self) -> &str {
-        &self.hash
-    }
-}
-
-impl std::fmt::Debug for FunctionModule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FunctionModule")
-            .field("hash", &self.hash)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A user-defined function a fragment may call: its signature and the module running it.
-#[derive(Debug, Clone)]
-pub struct BoundFunction {
-    /// Name, argument and return types, volatility.
-    pub signature: FunctionSignature,
-    /// The module that provides it.
-    pub module: Arc<FunctionModule>,
 }
 
 impl Fragment {
@@ -207,88 +166,6 @@ struct ChamberState {
     functions: FunctionSlots,
 }
 
-/// The user-defined functions of one chamber: their modules, instantiated on first call,
-/// and the empty WASI world they see.
-struct FunctionSlots {
-    by_name: HashMap<String, usize>,
-    modules: Vec<(Arc<FunctionModule>, Option<Arc<Udf>>)>,
-    wasi: WasiCtx,
-    table: ResourceTable,
-    output: MemoryOutputPipe,
-    /// The function running now (or when the chamber trapped).
-    running: Option<String>,
-}
-
-impl FunctionSlots {
-    fn new(functions: &[BoundFunction]) -> Result<Self> {
-        let mut by_name = HashMap::new();
-        let mut modules: Vec<(Arc<FunctionModule>, Option<Arc<Udf>>)> = Vec::new();
-        for function in functions {
-            let slot = match modules
-                .iter()
-                .position(|(m, _)| m.hash == function.module.hash)
-            {
-                Some(slot) => slot,
-                None => {
-                    modules.push((function.module.clone(), None));
-                    modules.len() - 1
-                }
-            };
-            by_name.insert(function.signature.name.clone(), slot);
-        }
-        if modules.len() > MAX_FUNCTION_MODULES {
-            return Err(Error::Config(format!(
-                "a statement may call functions from at most {MAX_FUNCTION_MODULES} modules; \
-                 this one calls {} ({})",
-                modules.len(),
-                functions
-                    .iter()
-                    .map(|f| f.signature.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        let output = MemoryOutputPipe::new(FUNCTION_OUTPUT_CAPACITY);
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(output.clone())
-            .stderr(output.clone())
-            .wall_clock(StoppedClock)
-            .monotonic_clock(StoppedClock);
-        Ok(Self {
-            by_name,
-            modules,
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            output,
-            running: None,
-        })
-    }
-}
-
-/// The clock user-defined functions see: stopped at the Unix epoch, so a function cannot
-/// tell the time, measure its own speed, or answer differently from one run to the next.
-struct StoppedClock;
-
-impl HostWallClock for StoppedClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-
-    fn now(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-
-impl HostMonotonicClock for StoppedClock {
-    fn resolution(&self) -> u64 {
-        1_000_000_000
-    }
-
-    fn now(&self) -> u64 {
-        0
-    }
-}
-
 impl WasiView for ChamberState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         // A user-defined function runs while the chamber waits in `functions.call`: only
@@ -305,34 +182,6 @@ impl WasiView for ChamberState {
             }
         }
     }
-}
-
-/// The chamber's `functions.call` import: run a user-defined function in its own instance,
-/// in the chamber's store. A trap inside the function traps the chamber (the store cannot
-/// be trusted after it); `running` then still names the function for the report.
-fn call_function(
-    mut store: StoreContextMut<'_, ChamberState>,
-    name: &str,
-    args: &[u8],
-) -> wasmtime::Result<std::result::Result<Vec<u8>, String>> {
-    let Some(&slot) = store.data().functions.by_name.get(name) else {
-        return Ok(Err(format!(
-            "function `{name}` was not given to this fragment"
-        )));
-    };
-    store.data_mut().functions.running = Some(name.to_owned());
-    let udf = match store.data().functions.modules[slot].1.clone() {
-        Some(udf) => udf,
-        None => {
-            let module = store.data().functions.modules[slot].0.clone();
-            let udf = Arc::new(module.pre.instantiate(&mut store)?);
-            store.data_mut().functions.modules[slot].1 = Some(udf.clone());
-            udf
-        }
-    };
-    let answer = udf.call_call(&mut store, name, args)?;
-    store.data_mut().functions.running = None;
-    Ok(answer)
 }
 
 impl types::Host for ChamberState {}
@@ -806,19 +655,6 @@ impl ChamberEngine {
 /// Epoch ticks until `deadline` (one more, so a deadline is never cut short).
 fn deadline_ticks(deadline: Duration) -> u64 {
     deadline.as_millis().div_ceil(TICK.as_millis()).max(1) as u64 + 1
-}
-
-/// The end of a function's output, for a trap report; empty if it wrote nothing.
-fn output_tail(output: &MemoryOutputPipe) -> String {
-    let output = output.contents();
-    if output.is_empty() {
-        return String::new();
-    }
-    let tail = &output[output.len().saturating_sub(STDERR_TAIL)..];
-    format!(
-        "; its output ends with: {}",
-        String::from_utf8_lossy(tail).trim()
-    )
 }
 
 /// The cells of a chamber that reads none.
