@@ -175,6 +175,7 @@ impl bindings::Guest for Chamber {
                 MergeKind::FinalAggregate => types::MergeKind::FinalAggregate,
                 MergeKind::TopK => types::MergeKind::TopK,
             }),
+            sort_merge_joins: summary.sort_merge_joins,
         })
     }
 }

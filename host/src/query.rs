@@ -672,10 +672,15 @@ impl QuerySession {
                 } else {
                     String::new()
                 };
+                let joins = if stats.sort_merge_joins {
+                    "; its hash joins did not fit the pool, so it ran again with sort-merge joins that spill"
+                } else {
+                    ""
+                };
                 rows.push((
                     format!("{}{attempts}", run.label),
                     format!(
-                        "{node}bee {}: {} cells, {} bytes read in {} reads ({:.1} ms), {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget",
+                        "{node}bee {}: {} cells, {} bytes read in {} reads ({:.1} ms), {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget{joins}",
                         stats.bee,
                         run.cells,
                         stats.bytes_read,

@@ -1,6 +1,7 @@
 //! Statements split across fragments: data far larger than one bee's budget is answered by
-//! several chambers and a merge, with the host's memory bounded, and a statement that
-//! cannot fit fails with `MemoryExceeded` naming its fragment.
+//! several chambers and a merge, with the host's memory bounded; a join too big for a bee's
+//! pool runs again as a sort-merge join that spills; and a statement that cannot fit fails
+//! with `MemoryExceeded` naming its fragment.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +30,11 @@ const Q1: &str = "SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty,
     count(DISTINCT l_suppkey) AS suppliers \
     FROM lineitem WHERE l_shipdate <= DATE '1998-12-01' - INTERVAL '90' DAY \
     GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus";
+
+/// A self-join whose build side (about 84 MB of keys and quantities) cannot fit a bee's pool.
+const SELF_JOIN: &str = "SELECT count(*) AS pairs, sum(a.l_quantity) AS quantity, \
+    max(b.l_shipdate) AS last_ship FROM lineitem a JOIN lineitem b \
+    ON a.l_orderkey = b.l_orderkey AND a.l_linenumber = b.l_linenumber";
 
 const TOP: &str = "SELECT l_orderkey, l_linenumber, l_extendedprice FROM lineitem \
     ORDER BY l_extendedprice DESC, l_orderkey, l_linenumber LIMIT 10";
@@ -82,6 +88,20 @@ impl RssWatch {
         }
         self.peak.load(Ordering::Relaxed)
     }
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            files.extend(walkdir(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 fn pretty(batches: &[arrow::record_batch::RecordBatch]) -> String {
@@ -162,6 +182,8 @@ fn data_far_larger_than_a_bee_is_split_with_host_memory_bounded() {
             let batches = native.sql(sql).await.expect("plan").collect().await;
             expected.push(pretty(&batches.expect("native")));
         }
+        let self_join = native.sql(SELF_JOIN).await.expect("plan").collect().await;
+        let self_join = pretty(&self_join.expect("native self-join"));
         drop(native);
 
         let mut session = QuerySession::new(Arc::new(lake), pool.clone());
@@ -229,6 +251,22 @@ fn data_far_larger_than_a_bee_is_split_with_host_memory_bounded() {
         assert!(text.contains("fragment 1 of "), "{text}");
         assert!(text.contains("final aggregation"), "{text}");
         assert!(text.contains("bytes of partial results"), "{text}");
+
+        // The self-join's hash table does not fit a bee's pool: the fragment runs again
+        // with sort-merge joins, which spill to the bee's scratch directory, and answers as
+        // DataFusion does.
+        let output = session
+            .sql(SELF_JOIN)
+            .await
+            .unwrap_or_else(|e| panic!("{SELF_JOIN}: {e}"));
+        assert_eq!(pretty(&output.batches), self_join);
+        let [run] = output.fragments.as_slice() else {
+            panic!("a join runs whole: {:?}", output.fragments);
+        };
+        assert!(run.stats.sort_merge_joins, "{:?}", run.stats);
+        assert!(run.stats.peak_memory <= BUDGET, "{:?}", run.stats);
+        let left = walkdir(scratch.path());
+        assert!(left.is_empty(), "spill files left behind: {left:?}");
 
         // Every distinct comment of three million rows cannot fit one bee: the statement
         // fails with MemoryExceeded naming the fragment that hit the wall.

@@ -34,6 +34,7 @@ use crate::spill::ScratchSpill;
 use crate::udf::{FunctionCaller, FunctionSignature, register_functions};
 use crate::{ByteSource, CellId, EngineError, PeakMemoryPool, decode_ipc_chunks};
 
+mod joins;
 mod split;
 
 pub use split::{MergeKind, merge_kind, split_optimizer_rules};
@@ -41,6 +42,10 @@ use split::{Split, split};
 
 /// A fragment may spill this many times its memory pool to its scratch directory.
 const SPILL_QUOTA_PER_POOL: u64 = 8;
+
+/// The quota of a fragment that runs again with sort-merge joins: every join sorts both its
+/// inputs, and a plan of several joins sorts the fact table's rows several times.
+const SORT_MERGE_SPILL_QUOTA_PER_POOL: u64 = 32;
 
 /// Bytes of a partial result read per call: partial results can be large, and one read
 /// must never need more than a slice of the chamber's budget.
@@ -124,6 +129,9 @@ pub struct FragmentSummary {
     pub pool_peak_bytes: u64,
     /// For a partial fragment, how its results are to be merged.
     pub merge: Option<MergeKind>,
+    /// The hash joins did not fit the memory pool, and the fragment ran again with
+    /// sort-merge joins, which spill.
+    pub sort_merge_joins: bool,
 }
 
 /// Receives a fragment's output: the schema once, then each batch in order.
@@ -154,13 +162,68 @@ pub async fn execute_fragment(
     functions: Arc<dyn FunctionCaller>,
     sink: &mut dyn FragmentSink,
 ) -> Result<FragmentSummary, EngineError> {
+    match attempt(task, &source, &functions, sink, Joins::Hash).await {
+        Err(Failed {
+            error: EngineError::ResourcesExhausted(_),
+            sort_merge_may_fit: true,
+            pool_peak_bytes,
+        }) => {
+            let mut summary = attempt(task, &source, &functions, sink, Joins::SortMerge)
+                .await
+                .map_err(|failed| failed.error)?;
+            summary.sort_merge_joins = true;
+            summary.pool_peak_bytes = summary.pool_peak_bytes.max(pool_peak_bytes);
+            Ok(summary)
+        }
+        result => result.map_err(|failed| failed.error),
+    }
+}
+
+/// How a fragment's equi-joins run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Joins {
+    /// DataFusion's hash joins: fast, but the build side must fit the pool.
+    Hash,
+    /// Sort-merge joins over sorts that spill.
+    SortMerge,
+}
+
+/// Why an attempt at a fragment failed, and whether sort-merge joins may succeed.
+struct Failed {
+    error: EngineError,
+    /// The plan had hash joins and nothing reached the sink yet.
+    sort_merge_may_fit: bool,
+    pool_peak_bytes: u64,
+}
+
+impl<E: Into<EngineError>> From<E> for Failed {
+    fn from(error: E) -> Self {
+        Self {
+            error: error.into(),
+            sort_merge_may_fit: false,
+            pool_peak_bytes: 0,
+        }
+    }
+}
+
+/// Run `task` once with `joins`.
+async fn attempt(
+    task: &FragmentTask,
+    source: &Arc<dyn ByteSource>,
+    functions: &Arc<dyn FunctionCaller>,
+    sink: &mut dyn FragmentSink,
+    joins: Joins,
+) -> Result<FragmentSummary, Failed> {
     let pool = Arc::new(PeakMemoryPool::new(
         usize::try_from(task.memory_pool_bytes).unwrap_or(usize::MAX),
     ));
     let disk_mode = match &task.scratch_dir {
         Some(dir) => DiskManagerMode::Custom(Arc::new(ScratchSpill::new(
             dir.clone(),
-            task.memory_pool_bytes.saturating_mul(SPILL_QUOTA_PER_POOL),
+            task.memory_pool_bytes.saturating_mul(match joins {
+                Joins::Hash => SPILL_QUOTA_PER_POOL,
+                Joins::SortMerge => SORT_MERGE_SPILL_QUOTA_PER_POOL,
+            }),
         ))),
         None => DiskManagerMode::Disabled,
     };
@@ -181,15 +244,21 @@ pub async fn execute_fragment(
         usize::try_from(task.memory_pool_bytes / 8)
             .unwrap_or(usize::MAX)
             .min(10 << 20);
-    let mut state = SessionStateBuilder::new()
+    let mut rules = if task.stage == Stage::Whole {
+        joins::default_rules()
+    } else {
+        split_optimizer_rules()
+    };
+    if joins == Joins::SortMerge {
+        rules = joins::with_sort_merge_joins(rules);
+    }
+    let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
-        .with_default_features();
-    if task.stage != Stage::Whole {
-        state = state.with_physical_optimizer_rules(split_optimizer_rules());
-    }
+        .with_default_features()
+        .with_physical_optimizer_rules(rules);
     let ctx = SessionContext::new_with_state(state.build());
-    register_functions(&ctx, &task.functions, &functions);
+    register_functions(&ctx, &task.functions, functions);
 
     let store_url = Url::parse(CELL_STORE_URL)
         .map_err(|e| EngineError::Internal(format!("cell store URL: {e}")))?;
@@ -227,16 +296,44 @@ pub async fn execute_fragment(
             split.merge(input)?
         }
     };
+    let retry = joins == Joins::Hash && joins::has_hash_joins(&plan);
+    if joins == Joins::SortMerge {
+        // Every sort under the joins runs at once: each gets an equal share, spills beyond
+        // it, and keeps a quarter of it for merging its spilled runs.
+        let share = usize::try_from(task.memory_pool_bytes).unwrap_or(usize::MAX)
+            / (joins::spilling_operators(&plan) + 1);
+        pool.cap_reservations(share);
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .execution
+            .sort_spill_reservation_bytes = share / 4;
+    }
     let mut stream = execute_stream(plan, ctx.task_ctx())?;
-    sink.schema(&stream.schema())?;
+    let schema = stream.schema();
+    // The sink hears of the schema with the first batch, so that a fragment that fails
+    // before it can run again from the start.
+    let mut schema_sent = false;
     while let Some(batch) = stream.next().await {
-        let batch = batch?;
+        let batch = batch.map_err(|error| Failed {
+            error: error.into(),
+            sort_merge_may_fit: retry && !schema_sent,
+            pool_peak_bytes: pool.peak() as u64,
+        })?;
         if batch.num_rows() == 0 {
             continue;
+        }
+        if !schema_sent {
+            sink.schema(&schema)?;
+            schema_sent = true;
         }
         summary.rows += batch.num_rows() as u64;
         summary.batches += 1;
         sink.batch(&batch)?;
+    }
+    if !schema_sent {
+        sink.schema(&schema)?;
     }
     summary.pool_peak_bytes = pool.peak() as u64;
     Ok(summary)

@@ -280,6 +280,87 @@ async fn spilling_stops_at_its_quota() {
     assert!(err.to_string().contains("quota"), "{err}");
 }
 
+/// A fragment over two tables of `rows` sales each, `a` and `b`.
+fn two_tables(cells: &MemCells, rows: i64) -> Vec<TableCells> {
+    let a = cells.add(1, &sales(0, rows));
+    let b = cells.add(2, &sales(rows / 2, rows));
+    ["a", "b"]
+        .into_iter()
+        .zip([a, b])
+        .map(|(name, cell)| TableCells {
+            name: name.into(),
+            cells: vec![cell],
+            schema: None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn joins_too_big_for_their_pool_run_again_as_sort_merge_joins_that_spill() {
+    let cells = Arc::new(MemCells::default());
+    let tables = two_tables(&cells, 200_000);
+    let scratch = tempfile::tempdir().expect("scratch");
+    // An inner join, a left join, and EXISTS / NOT EXISTS with a filter beside the key
+    // (as TPC-H Q21 has), each with a build side of about 6 MB.
+    for sql in [
+        "SELECT a.region, count(*), sum(b.amount) FROM a JOIN b ON a.id = b.id \
+         GROUP BY a.region ORDER BY a.region",
+        "SELECT count(*), count(b.region), sum(b.amount), max(a.region), sum(a.amount) \
+         FROM a LEFT JOIN b ON a.id = b.id",
+        "SELECT a.region, count(*) FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.id = a.id \
+         AND b.region <> a.region) GROUP BY a.region ORDER BY a.region",
+        "SELECT a.region, count(*) FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.id = a.id \
+         AND b.amount > a.amount) GROUP BY a.region ORDER BY a.region",
+    ] {
+        let roomy = task(sql, tables.clone());
+        let mut sink = Collect::default();
+        let summary = execute_fragment(
+            &roomy,
+            cells.clone(),
+            Arc::new(crate::NoFunctions),
+            &mut sink,
+        )
+        .await
+        .expect("hash joins in a roomy pool");
+        assert!(!summary.sort_merge_joins, "{sql}: hash joins fit 64 MiB");
+        let expected = pretty_format_batches(&sink.batches)
+            .expect("format")
+            .to_string();
+
+        let mut small = task(sql, tables.clone());
+        small.memory_pool_bytes = 4 << 20;
+        let err = run(&small, cells.clone())
+            .await
+            .expect_err("no scratch to spill to");
+        assert!(
+            matches!(err, EngineError::ResourcesExhausted(_)),
+            "{sql}: {err:?}"
+        );
+
+        small.scratch_dir = Some(scratch.path().to_path_buf());
+        let mut sink = Collect::default();
+        let summary = execute_fragment(
+            &small,
+            cells.clone(),
+            Arc::new(crate::NoFunctions),
+            &mut sink,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: sort-merge joins that spill: {e}"));
+        assert!(
+            summary.sort_merge_joins,
+            "{sql}: the hash joins did not fit 4 MiB"
+        );
+        assert!(summary.pool_peak_bytes <= 4 << 20, "{sql}");
+        let answer = pretty_format_batches(&sink.batches)
+            .expect("format")
+            .to_string();
+        assert_eq!(answer, expected, "{sql}");
+        let left = std::fs::read_dir(scratch.path()).expect("scratch").count();
+        assert_eq!(left, 0, "{sql}: spill files are removed");
+    }
+}
+
 #[tokio::test]
 async fn reading_one_column_fetches_a_fraction_of_the_cell() {
     let cells = Arc::new(MemCells::default());

@@ -139,6 +139,9 @@ pub struct ChamberStats {
     pub elapsed: Duration,
     /// For a partial fragment, how the chamber cut the statement.
     pub merge: Option<MergeKind>,
+    /// The hash joins did not fit the pool, and the fragment ran again with sort-merge
+    /// joins, which spill.
+    pub sort_merge_joins: bool,
 }
 
 /// A fragment's answer and what it cost.
@@ -647,6 +650,7 @@ impl ChamberEngine {
                     types::MergeKind::FinalAggregate => MergeKind::FinalAggregate,
                     types::MergeKind::TopK => MergeKind::TopK,
                 }),
+                sort_merge_joins: summary.sort_merge_joins,
             },
         })
     }

@@ -115,6 +115,9 @@ pub enum Outcome {
         chamber_ms: u64,
         /// How the chamber cut the statement.
         merge: Option<MergeKind>,
+        /// Whether the fragment fell back to sort-merge joins.
+        #[serde(default)]
+        sort_merge_joins: bool,
     },
     /// The attempt failed.
     Failed {
@@ -139,6 +142,7 @@ impl Outcome {
             pool_peak: stats.pool_peak,
             chamber_ms: stats.elapsed.as_millis() as u64,
             merge: stats.merge,
+            sort_merge_joins: stats.sort_merge_joins,
         }
     }
 
@@ -156,6 +160,7 @@ impl Outcome {
                 pool_peak,
                 chamber_ms,
                 merge,
+                sort_merge_joins,
             } => Some(ChamberStats {
                 bee,
                 rows,
@@ -167,6 +172,7 @@ impl Outcome {
                 pool_peak,
                 elapsed: Duration::from_millis(chamber_ms),
                 merge,
+                sort_merge_joins,
             }),
             Self::Failed { .. } => None,
         }

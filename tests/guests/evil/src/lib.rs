@@ -36,6 +36,7 @@ fn done(rows: u64) -> Result<Summary, ChamberError> {
         batches: 0,
         pool_peak_bytes: 0,
         merge: None,
+        sort_merge_joins: false,
     })
 }
 
