@@ -4,7 +4,9 @@
 //! small budget that meets a large build side stops with `ResourcesExhausted`. The same plan
 //! with every equi-join as a sort-merge join needs little memory beyond its sorts, and sorts
 //! spill to the fragment's scratch directory. It is slower, so a fragment tries hash joins
-//! first and plans again with [`SortMergeJoins`] only when they did not fit.
+//! first and plans again with [`SortMergeJoins`] only when they did not fit: first keeping
+//! the hash joins whose build side statistics call small, then, if that fails too, with
+//! none.
 //!
 //! DataFusion chooses sort-merge joins itself only for plans with several partitions; a
 //! fragment has one, so this rule rewrites the joins after `join_selection` has settled their
@@ -19,21 +21,24 @@ use datafusion::error::Result;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::joins::{HashJoinExec, SortMergeJoinExec};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{ExecutionPlan, StatisticsArgs, StatisticsContext};
 
 /// The name of DataFusion's rule after which [`SortMergeJoins`] runs.
 const AFTER_RULE: &str = "join_selection";
 
-/// Rewrites every hash join that has equi-join keys into a sort-merge join.
+/// Rewrites hash joins that have equi-join keys into sort-merge joins, except those whose
+/// build side statistics put under `keep_below` bytes.
 ///
 /// Null-aware anti joins (`NOT IN` over a nullable subquery) stay hash joins: a sort-merge
 /// join cannot give their answer.
 #[derive(Debug, Default)]
-pub(crate) struct SortMergeJoins;
+pub(crate) struct SortMergeJoins {
+    keep_below: usize,
+}
 
 impl PhysicalOptimizerRule for SortMergeJoins {
     fn optimize(
@@ -45,7 +50,7 @@ impl PhysicalOptimizerRule for SortMergeJoins {
             let Some(join) = node.as_ref().downcast_ref::<HashJoinExec>() else {
                 return Ok(Transformed::no(node));
             };
-            if !can_sort_merge(join) {
+            if !can_sort_merge(join) || build_bytes(join).is_some_and(|b| b < self.keep_below) {
                 return Ok(Transformed::no(node));
             }
             let merge_join: Arc<dyn ExecutionPlan> = Arc::new(SortMergeJoinExec::try_new(
@@ -86,7 +91,15 @@ impl PhysicalOptimizerRule for SortMergeJoins {
     }
 }
 
-/// Whether [`SortMergeJoins`] rewrites `join`.
+/// The bytes statistics estimate for `join`'s build side, if they know.
+fn build_bytes(join: &HashJoinExec) -> Option<usize> {
+    let statistics = StatisticsContext::new()
+        .compute(join.left().as_ref(), &StatisticsArgs::new())
+        .ok()?;
+    statistics.total_byte_size.get_value().copied()
+}
+
+/// Whether [`SortMergeJoins`] may rewrite `join`.
 fn can_sort_merge(join: &HashJoinExec) -> bool {
     !join.null_aware && !join.on().is_empty()
 }
@@ -116,15 +129,17 @@ pub(crate) fn spilling_operators(plan: &Arc<dyn ExecutionPlan>) -> usize {
     .map_or(count, |_| count)
 }
 
-/// `rules` with [`SortMergeJoins`] after DataFusion's join selection.
+/// `rules` with [`SortMergeJoins`] after DataFusion's join selection, keeping hash joins
+/// whose build side is estimated under `keep_below` bytes.
 pub(crate) fn with_sort_merge_joins(
     mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
+    keep_below: usize,
 ) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let at = rules
         .iter()
         .position(|rule| rule.name() == AFTER_RULE)
         .map_or(0, |i| i + 1);
-    rules.insert(at, Arc::new(SortMergeJoins));
+    rules.insert(at, Arc::new(SortMergeJoins { keep_below }));
     rules
 }
 

@@ -43,6 +43,10 @@ use split::{Split, split};
 /// A fragment may spill this many times its memory pool to its scratch directory.
 const SPILL_QUOTA_PER_POOL: u64 = 8;
 
+/// A hash join stays one, when sort-merge joins are tried first where they may be needed,
+/// if statistics put its build side under this fraction of the pool.
+const SMALL_BUILD_SHARE: usize = 8;
+
 /// The quota of a fragment that runs again with sort-merge joins: every join sorts both its
 /// inputs, and a plan of several joins sorts the fact table's rows several times.
 const SORT_MERGE_SPILL_QUOTA_PER_POOL: u64 = 32;
@@ -162,20 +166,28 @@ pub async fn execute_fragment(
     functions: Arc<dyn FunctionCaller>,
     sink: &mut dyn FragmentSink,
 ) -> Result<FragmentSummary, EngineError> {
-    match attempt(task, &source, &functions, sink, Joins::Hash).await {
-        Err(Failed {
-            error: EngineError::ResourcesExhausted(_),
-            sort_merge_may_fit: true,
-            pool_peak_bytes,
-        }) => {
-            let mut summary = attempt(task, &source, &functions, sink, Joins::SortMerge)
-                .await
-                .map_err(|failed| failed.error)?;
-            summary.sort_merge_joins = true;
-            summary.pool_peak_bytes = summary.pool_peak_bytes.max(pool_peak_bytes);
-            Ok(summary)
+    let mut joins = Joins::Hash;
+    let mut pool_peak_bytes = 0;
+    loop {
+        match attempt(task, &source, &functions, sink, joins).await {
+            Ok(mut summary) => {
+                summary.sort_merge_joins = joins != Joins::Hash;
+                summary.pool_peak_bytes = summary.pool_peak_bytes.max(pool_peak_bytes);
+                return Ok(summary);
+            }
+            Err(Failed {
+                error: EngineError::ResourcesExhausted(_),
+                sort_merge_may_fit: true,
+                pool_peak_bytes: peak,
+            }) if joins != Joins::SortMergeAll => {
+                pool_peak_bytes = pool_peak_bytes.max(peak);
+                joins = match joins {
+                    Joins::Hash => Joins::SortMergeLarge,
+                    _ => Joins::SortMergeAll,
+                };
+            }
+            Err(failed) => return Err(failed.error),
         }
-        result => result.map_err(|failed| failed.error),
     }
 }
 
@@ -184,8 +196,11 @@ pub async fn execute_fragment(
 enum Joins {
     /// DataFusion's hash joins: fast, but the build side must fit the pool.
     Hash,
-    /// Sort-merge joins over sorts that spill.
-    SortMerge,
+    /// Sort-merge joins where the build side may be large, hash joins where statistics
+    /// say it is small (a nation, a supplier table).
+    SortMergeLarge,
+    /// Sort-merge joins over sorts that spill, everywhere.
+    SortMergeAll,
 }
 
 /// Why an attempt at a fragment failed, and whether sort-merge joins may succeed.
@@ -222,7 +237,7 @@ async fn attempt(
             dir.clone(),
             task.memory_pool_bytes.saturating_mul(match joins {
                 Joins::Hash => SPILL_QUOTA_PER_POOL,
-                Joins::SortMerge => SORT_MERGE_SPILL_QUOTA_PER_POOL,
+                Joins::SortMergeLarge | Joins::SortMergeAll => SORT_MERGE_SPILL_QUOTA_PER_POOL,
             }),
         ))),
         None => DiskManagerMode::Disabled,
@@ -249,8 +264,13 @@ async fn attempt(
     } else {
         split_optimizer_rules()
     };
-    if joins == Joins::SortMerge {
-        rules = joins::with_sort_merge_joins(rules);
+    let pool_bytes = usize::try_from(task.memory_pool_bytes).unwrap_or(usize::MAX);
+    match joins {
+        Joins::Hash => {}
+        Joins::SortMergeLarge => {
+            rules = joins::with_sort_merge_joins(rules, pool_bytes / SMALL_BUILD_SHARE);
+        }
+        Joins::SortMergeAll => rules = joins::with_sort_merge_joins(rules, 0),
     }
     let state = SessionStateBuilder::new()
         .with_config(config)
@@ -296,12 +316,11 @@ async fn attempt(
             split.merge(input)?
         }
     };
-    let retry = joins == Joins::Hash && joins::has_hash_joins(&plan);
-    if joins == Joins::SortMerge {
+    let retry = joins::has_hash_joins(&plan);
+    if joins != Joins::Hash {
         // Every sort under the joins runs at once: each gets an equal share, spills beyond
         // it, and keeps a quarter of it for merging its spilled runs.
-        let share = usize::try_from(task.memory_pool_bytes).unwrap_or(usize::MAX)
-            / (joins::spilling_operators(&plan) + 1);
+        let share = pool_bytes / (joins::spilling_operators(&plan) + 1);
         pool.cap_reservations(share);
         ctx.state_ref()
             .write()
