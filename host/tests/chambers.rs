@@ -4,9 +4,12 @@
 //! Tests share one compiled engine per guest and one set of TPC-H files (SF 0.1), and run one
 //! at a time (`serial()`), so the timing-sensitive parallelism check sees an idle machine.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use support::{serial, tmp_root};
 
 use apiary_host::{
     BeePool, CellFiles, ChamberEngine, Error, Fragment, FragmentOutput, GuestErrorKind, PoolConfig,
@@ -17,15 +20,6 @@ use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
 const MIB: u64 = 1 << 20;
 const SCALE: f64 = 0.1;
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn tmp_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-}
 
 /// TPC-H SF 0.1 tables as Parquet, generated once into the target dir.
 fn tpch(table: &str) -> PathBuf {

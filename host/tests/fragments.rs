@@ -3,10 +3,13 @@
 //! pool runs again as a sort-merge join that spills; and a statement that cannot fit fails
 //! with `MemoryExceeded` naming its fragment.
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+use support::tmp_root;
 
 use apiary_host::{
     BeePool, ChamberEngine, Error, Lake, MergeKind, PoolConfig, QuerySession, WriteMode,
@@ -38,10 +41,6 @@ const SELF_JOIN: &str = "SELECT count(*) AS pairs, sum(a.l_quantity) AS quantity
 
 const TOP: &str = "SELECT l_orderkey, l_linenumber, l_extendedprice FROM lineitem \
     ORDER BY l_extendedprice DESC, l_orderkey, l_linenumber LIMIT 10";
-
-fn tmp_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-}
 
 /// Resident memory of this process in bytes.
 fn rss() -> u64 {

@@ -3,9 +3,12 @@
 //! modules are contained with a clear error while the node keeps serving, and files that
 //! are not function modules are refused before anything is stored.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
+use support::{runtime, serial, tmp_root};
 
 use apiary_host::{
     BeePool, ChamberEngine, Error, Lake, PoolConfig, QueryOutput, QuerySession, WriteMode,
@@ -18,23 +21,6 @@ use arrow::util::pretty::pretty_format_batches;
 
 const MIB: u64 = 1 << 20;
 const ROWS: i64 = 60_000;
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn tmp_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-}
 
 fn example_module() -> PathBuf {
     find_component("apiary_example_udf.wasm").expect("run `just build-guest` first")

@@ -1,9 +1,12 @@
 //! SQL over the lake, through real chambers: answers equal plain DataFusion over the same
 //! data, pruning reads only the cells it must, and names resolve as DataFusion resolves them.
 
+mod support;
+
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use support::{runtime, serial, tmp_root};
 
 use apiary_host::{
     BeePool, ChamberEngine, Error, Lake, MergeKind, PoolConfig, QueryOutput, QuerySession,
@@ -21,23 +24,6 @@ const SCALE: f64 = 0.01;
 const TABLES: [&str; 8] = [
     "lineitem", "orders", "customer", "part", "partsupp", "supplier", "nation", "region",
 ];
-
-fn tmp_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-}
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn pool() -> Arc<BeePool> {
     static POOL: OnceLock<(Arc<BeePool>, tempfile::TempDir)> = OnceLock::new();

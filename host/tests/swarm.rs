@@ -3,9 +3,9 @@
 //! SIGTERM, and `apiary sql` coordinating distributed statements through the lake.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apiary_host::{Lake, Meadow, S3Options, TPCH_QUERIES, WriteMode, generate_tpch};
@@ -14,6 +14,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 mod support;
 
 use support::s3::S3Server;
+use support::{runtime, serial, tmp_root};
 
 /// Heartbeat interval of the test nodes, in seconds.
 const HEARTBEAT: u64 = 1;
@@ -21,16 +22,6 @@ const HEARTBEAT: u64 = 1;
 const TABLES: [&str; 8] = [
     "lineitem", "orders", "customer", "part", "partsupp", "supplier", "nation", "region",
 ];
-
-/// The nodes' timing is judged in seconds: one swarm at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn tmp_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-}
 
 /// Where a test's lake lives: a local directory, or a prefix on its own S3 test server.
 struct TestLake {
@@ -569,14 +560,6 @@ fn a_fragment_every_worker_fails_is_abandoned_with_a_diagnostic() {
     assert!(text.contains("cell_"), "{text}");
     assert!(text.contains("--distribute never"), "{text}");
     assert_eq!(queries_left(&lake), 0, "query directories are removed");
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 async fn small_node(dir: &Path) -> apiary_host::Apiary {

@@ -65,15 +65,38 @@ pub struct BoundFunction {
 }
 
 /// The user-defined functions of one chamber: their modules, instantiated on first call,
-/// and the empty WASI world they see.
+/// and (only when there are any) the empty WASI world they see.
 pub(super) struct FunctionSlots {
     by_name: HashMap<String, usize>,
     modules: Vec<(Arc<FunctionModule>, Option<Arc<Udf>>)>,
+    pub(super) world: Option<FunctionWorld>,
+}
+
+/// What WASI answers while a user-defined function runs: no files, no environment, stopped
+/// clocks, and stdout and stderr captured together up to [`FUNCTION_OUTPUT_CAPACITY`].
+pub(super) struct FunctionWorld {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
     pub(super) output: MemoryOutputPipe,
     /// The function running now (or when the chamber trapped).
     pub(super) running: Option<String>,
+}
+
+impl FunctionWorld {
+    fn new() -> Self {
+        let output = MemoryOutputPipe::new(FUNCTION_OUTPUT_CAPACITY);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(output.clone())
+            .stderr(output.clone())
+            .wall_clock(StoppedClock)
+            .monotonic_clock(StoppedClock);
+        Self {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            output,
+            running: None,
+        }
+    }
 }
 
 impl FunctionSlots {
@@ -105,20 +128,27 @@ impl FunctionSlots {
                     .join(", ")
             )));
         }
-        let output = MemoryOutputPipe::new(FUNCTION_OUTPUT_CAPACITY);
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(output.clone())
-            .stderr(output.clone())
-            .wall_clock(StoppedClock)
-            .monotonic_clock(StoppedClock);
         Ok(Self {
             by_name,
+            world: (!modules.is_empty()).then(FunctionWorld::new),
             modules,
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            output,
-            running: None,
         })
+    }
+
+    /// The slots of a store in which a module's `describe` runs, as if it were a function.
+    pub(super) fn describing() -> Self {
+        let mut world = FunctionWorld::new();
+        world.running = Some("describe".into());
+        Self {
+            by_name: HashMap::new(),
+            modules: Vec::new(),
+            world: Some(world),
+        }
+    }
+
+    /// The function running now, or when the chamber trapped.
+    pub(super) fn running(&self) -> Option<&str> {
+        self.world.as_ref().and_then(|w| w.running.as_deref())
     }
 }
 
@@ -154,12 +184,13 @@ pub(super) fn call_function(
     name: &str,
     args: &[u8],
 ) -> wasmtime::Result<std::result::Result<Vec<u8>, String>> {
-    let Some(&slot) = store.data().functions.by_name.get(name) else {
+    let functions = &mut store.data_mut().functions;
+    let (Some(&slot), Some(world)) = (functions.by_name.get(name), functions.world.as_mut()) else {
         return Ok(Err(format!(
             "function `{name}` was not given to this fragment"
         )));
     };
-    store.data_mut().functions.running = Some(name.to_owned());
+    world.running = Some(name.to_owned());
     let udf = match store.data().functions.modules[slot].1.clone() {
         Some(udf) => udf,
         None => {
@@ -170,7 +201,9 @@ pub(super) fn call_function(
         }
     };
     let answer = udf.call_call(&mut store, name, args)?;
-    store.data_mut().functions.running = None;
+    if let Some(world) = store.data_mut().functions.world.as_mut() {
+        world.running = None;
+    }
     Ok(answer)
 }
 

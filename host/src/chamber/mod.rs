@@ -169,20 +169,44 @@ struct ChamberState {
     functions: FunctionSlots,
 }
 
+impl ChamberState {
+    /// A store's state before the chamber runs: `wasi` is its world, `limiter` its memory
+    /// wall, `source` its cells (reads of at most `max_read` bytes each).
+    fn new(
+        wasi: WasiCtx,
+        limiter: BudgetLimiter,
+        source: Arc<dyn ByteSource>,
+        max_read: u64,
+        functions: FunctionSlots,
+    ) -> Self {
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            source,
+            max_read,
+            bytes_read: 0,
+            read_calls: 0,
+            read_time: Duration::ZERO,
+            chunks: Vec::new(),
+            functions,
+        }
+    }
+}
+
 impl WasiView for ChamberState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         // A user-defined function runs while the chamber waits in `functions.call`: only
         // then does WASI answer from the function's empty world.
-        if self.functions.running.is_some() {
-            WasiCtxView {
-                ctx: &mut self.functions.wasi,
-                table: &mut self.functions.table,
-            }
-        } else {
-            WasiCtxView {
+        match &mut self.functions.world {
+            Some(world) if world.running.is_some() => WasiCtxView {
+                ctx: &mut world.wasi,
+                table: &mut world.table,
+            },
+            _ => WasiCtxView {
                 ctx: &mut self.wasi,
                 table: &mut self.table,
-            }
+            },
         }
     }
 }
@@ -393,20 +417,13 @@ impl ChamberEngine {
         module: &Arc<FunctionModule>,
     ) -> Result<Vec<FunctionSignature>> {
         let budget = DESCRIBE_BUDGET.min(self.max_budget);
-        let mut functions = FunctionSlots::new(&[])?;
-        functions.running = Some("describe".into());
-        let state = ChamberState {
-            wasi: WasiCtxBuilder::new().build(),
-            table: ResourceTable::new(),
-            limiter: BudgetLimiter::new(budget),
-            source: Arc::new(NoCells),
-            max_read: 0,
-            bytes_read: 0,
-            read_calls: 0,
-            read_time: Duration::ZERO,
-            chunks: Vec::new(),
-            functions,
-        };
+        let state = ChamberState::new(
+            WasiCtxBuilder::new().build(),
+            BudgetLimiter::new(budget),
+            Arc::new(NoCells),
+            0,
+            FunctionSlots::describing(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(deadline_ticks(DESCRIBE_DEADLINE));
@@ -427,7 +444,11 @@ impl ChamberEngine {
                     format!(
                         "it trapped: {}{}",
                         trap.root_cause(),
-                        output_tail(&state.functions.output)
+                        state
+                            .functions
+                            .world
+                            .as_ref()
+                            .map_or_else(String::new, |w| output_tail(&w.output))
                     )
                 };
                 return Err(Error::Function(format!(
@@ -476,18 +497,13 @@ impl ChamberEngine {
         wasi.stdout(SinkOutputStream).stderr(stderr.clone());
         wasi.preopened_dir(scratch, SCRATCH_MOUNT, FsPerms::ReadWrite)
             .map_err(|e| Error::Guest(format!("scratch dir {}: {e:#}", scratch.display())))?;
-        let state = ChamberState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limiter: BudgetLimiter::new(budget).with_gauge(memory_gauge),
-            source: fragment.source.clone(),
-            max_read: budget,
-            bytes_read: 0,
-            read_calls: 0,
-            read_time: Duration::ZERO,
-            chunks: Vec::new(),
-            functions: FunctionSlots::new(&fragment.functions)?,
-        };
+        let state = ChamberState::new(
+            wasi.build(),
+            BudgetLimiter::new(budget).with_gauge(memory_gauge),
+            fragment.source.clone(),
+            budget,
+            FunctionSlots::new(&fragment.functions)?,
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(deadline_ticks(deadline));
@@ -581,7 +597,7 @@ impl ChamberEngine {
             }
             Err(trap) => {
                 // A trap inside a user-defined function names it.
-                let function = state.functions.running.as_deref();
+                let function = state.functions.running();
                 let in_function =
                     function.map_or_else(String::new, |f| format!(" in function `{f}`"));
                 if let Some(requested) = state.limiter.refused() {
@@ -597,10 +613,10 @@ impl ChamberEngine {
                         limit: deadline,
                     });
                 }
-                if let Some(function) = function {
+                if let (Some(function), Some(world)) = (function, &state.functions.world) {
                     // The trap itself, without the chamber's wasm backtrace.
                     let cause = trap.root_cause();
-                    let output = &state.functions.output;
+                    let output = &world.output;
                     let message = if output.contents().len() >= FUNCTION_OUTPUT_CAPACITY {
                         format!(
                             "it wrote more than {} KiB to stdout and stderr ({cause})",
