@@ -128,11 +128,20 @@ fn task(sql: &str, tables: Vec<TableCells>) -> FragmentTask {
 }
 
 async fn run(task: &FragmentTask, cells: Arc<MemCells>) -> Result<String, EngineError> {
+    Ok(run_summarised(task, cells).await?.1)
+}
+
+/// The fragment's summary and its answer, formatted.
+async fn run_summarised(
+    task: &FragmentTask,
+    cells: Arc<MemCells>,
+) -> Result<(FragmentSummary, String), EngineError> {
     let mut sink = Collect::default();
-    execute_fragment(task, cells, Arc::new(crate::NoFunctions), &mut sink).await?;
-    Ok(pretty_format_batches(&sink.batches)
+    let summary = execute_fragment(task, cells, Arc::new(crate::NoFunctions), &mut sink).await?;
+    let answer = pretty_format_batches(&sink.batches)
         .expect("format")
-        .to_string())
+        .to_string();
+    Ok((summary, answer))
 }
 
 fn two_cells() -> (Arc<MemCells>, TableCells) {
@@ -312,20 +321,10 @@ async fn joins_too_big_for_their_pool_run_again_as_sort_merge_joins_that_spill()
         "SELECT a.region, count(*) FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.id = a.id \
          AND b.amount > a.amount) GROUP BY a.region ORDER BY a.region",
     ] {
-        let roomy = task(sql, tables.clone());
-        let mut sink = Collect::default();
-        let summary = execute_fragment(
-            &roomy,
-            cells.clone(),
-            Arc::new(crate::NoFunctions),
-            &mut sink,
-        )
-        .await
-        .expect("hash joins in a roomy pool");
+        let (summary, expected) = run_summarised(&task(sql, tables.clone()), cells.clone())
+            .await
+            .expect("hash joins in a roomy pool");
         assert!(!summary.sort_merge_joins, "{sql}: hash joins fit 64 MiB");
-        let expected = pretty_format_batches(&sink.batches)
-            .expect("format")
-            .to_string();
 
         let mut small = task(sql, tables.clone());
         small.memory_pool_bytes = 4 << 20;
@@ -338,23 +337,14 @@ async fn joins_too_big_for_their_pool_run_again_as_sort_merge_joins_that_spill()
         );
 
         small.scratch_dir = Some(scratch.path().to_path_buf());
-        let mut sink = Collect::default();
-        let summary = execute_fragment(
-            &small,
-            cells.clone(),
-            Arc::new(crate::NoFunctions),
-            &mut sink,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: sort-merge joins that spill: {e}"));
+        let (summary, answer) = run_summarised(&small, cells.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: sort-merge joins that spill: {e}"));
         assert!(
             summary.sort_merge_joins,
             "{sql}: the hash joins did not fit 4 MiB"
         );
         assert!(summary.pool_peak_bytes <= 4 << 20, "{sql}");
-        let answer = pretty_format_batches(&sink.batches)
-            .expect("format")
-            .to_string();
         assert_eq!(answer, expected, "{sql}");
         let left = std::fs::read_dir(scratch.path()).expect("scratch").count();
         assert_eq!(left, 0, "{sql}: spill files are removed");
