@@ -46,7 +46,7 @@ pub(crate) fn cell_path(cell: CellId) -> String {
     format!("{CELL_DIR}/{cell}.parquet")
 }
 
-fn parse_cell_path(path: &Path) -> Option<CellId> {
+pub(crate) fn parse_cell_path(path: &Path) -> Option<CellId> {
     path.as_ref()
         .strip_prefix(CELL_DIR)?
         .strip_prefix('/')?

@@ -28,8 +28,8 @@ mod udf;
 pub use cells::{ByteSource, CellId};
 pub use error::EngineError;
 pub use fragment::{
-    CellRef, FragmentSink, FragmentSummary, FragmentTask, MergeKind, Stage, TableCells,
-    default_namespace, execute_fragment, merge_kind, split_optimizer_rules,
+    CellRef, FragmentSink, FragmentSummary, FragmentTask, MergeKind, PlanningScan, SplitScan,
+    Stage, TableCells, default_namespace, execute_fragment, merge_kind, split_optimizer_rules,
 };
 pub use ipc::{IpcChunker, decode_ipc_chunks, decode_schema, encode_schema};
 pub use pool::PeakMemoryPool;

@@ -136,7 +136,7 @@ fn from_wit(task: Task) -> Result<FragmentTask, EngineError> {
         ),
         stage: match task.stage {
             types::Stage::Whole => Stage::Whole,
-            types::Stage::Partial => Stage::Partial,
+            types::Stage::Partial(split) => Stage::Partial { split },
             types::Stage::Merge(inputs) => Stage::Merge {
                 inputs: inputs.into_iter().map(cell).collect(),
             },

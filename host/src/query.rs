@@ -27,8 +27,8 @@ use apiary_engine::arrow::datatypes::{DataType, SchemaRef};
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::lake::{CellMeta, ColumnStats, FrameSchema};
 use apiary_engine::{
-    ByteSource, CellId, CellRef, FunctionCaller, MergeKind, NoFunctions, Stage, TableCells,
-    merge_kind, register_functions, split_optimizer_rules,
+    ByteSource, CellId, CellRef, FunctionCaller, MergeKind, NoFunctions, PlanningScan, Stage,
+    TableCells, merge_kind, register_functions, split_optimizer_rules,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -43,7 +43,6 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_optimizer::pruning::{PruningPredicateBuilder, PruningStatistics};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::cells::MeadowCells;
@@ -188,9 +187,12 @@ struct Prepared {
 enum Plan {
     /// In one chamber, for this reason.
     Whole(&'static str),
-    /// One fragment per cell group of the only table, then a merge.
+    /// One fragment per cell group of one table (every fragment reads all the cells of the
+    /// others), then a merge.
     Split {
         kind: MergeKind,
+        /// Index of the split table in [`Prepared::tables`].
+        table: usize,
         groups: Vec<Vec<CellRef>>,
     },
 }
@@ -200,6 +202,8 @@ enum Plan {
 struct ScanRecord {
     frame: String,
     filters: Vec<Expr>,
+    /// The plan's leaf for this scan.
+    exec: Arc<dyn ExecutionPlan>,
 }
 
 /// A frame as the host planner sees it: a schema, and a recorder of pushed-down filters.
@@ -234,17 +238,19 @@ impl TableProvider for FrameTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        if let Ok(mut scans) = self.scans.lock() {
-            scans.push(ScanRecord {
-                frame: self.name.clone(),
-                filters: filters.to_vec(),
-            });
-        }
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
-        Ok(Arc::new(EmptyExec::new(schema)))
+        let exec: Arc<dyn ExecutionPlan> = Arc::new(PlanningScan::new(schema));
+        if let Ok(mut scans) = self.scans.lock() {
+            scans.push(ScanRecord {
+                frame: self.name.clone(),
+                filters: filters.to_vec(),
+                exec: exec.clone(),
+            });
+        }
+        Ok(exec)
     }
 }
 
@@ -361,17 +367,26 @@ impl QuerySession {
                 };
                 (output.schema, output.batches, vec![run], None, None)
             }
-            Plan::Split { kind, groups } => {
+            Plan::Split {
+                kind,
+                table: split,
+                groups,
+            } => {
                 tracing::info!(
                     fragments = groups.len(),
                     merge = ?kind,
                     "statement split across bees"
                 );
                 let table = tables
-                    .into_iter()
-                    .next()
+                    .get(split)
+                    .cloned()
                     .ok_or_else(|| Error::Internal("a split statement without a table".into()))?;
-                if let (Some(config), Some(schema)) = (&self.swarm, schemas.into_iter().next()) {
+                // Only a statement over one frame is shared with the swarm: a worker reads the
+                // manifest's one frame.
+                let swarm = (tables.len() == 1)
+                    .then_some(&self.swarm)
+                    .and_then(Option::as_ref);
+                if let (Some(config), Some(schema)) = (swarm, schemas.into_iter().next()) {
                     let coordinator = Coordinator {
                         lake: &self.lake,
                         pool: &self.pool,
@@ -400,7 +415,7 @@ impl QuerySession {
                             .merge(
                                 kind,
                                 &sql,
-                                table,
+                                &tables,
                                 &functions,
                                 runs.iter().map(|r| (r.schema.clone(), &r.batches)),
                             )
@@ -430,25 +445,25 @@ impl QuerySession {
                     }
                 }
                 let count = groups.len();
-                let partials: Vec<Fragment> = groups
+                let partials: Vec<(Fragment, (String, usize))> = groups
                     .into_iter()
                     .enumerate()
-                    .map(|(i, cells)| Fragment {
-                        stage: Stage::Partial,
-                        label: format!("fragment {} of {count}", i + 1),
-                        ..fragment(
-                            vec![TableCells {
-                                cells,
-                                ..table.clone()
-                            }],
-                            source.clone(),
-                        )
+                    .map(|(i, cells)| {
+                        let labelled = (format!("fragment {} of {count}", i + 1), cells.len());
+                        let mut part = tables.clone();
+                        part[split].cells = cells;
+                        let fragment = Fragment {
+                            stage: Stage::Partial {
+                                split: table.name.clone(),
+                            },
+                            label: labelled.0.clone(),
+                            ..fragment(part, source.clone())
+                        };
+                        (fragment, labelled)
                     })
                     .collect();
-                let labels: Vec<(String, usize)> = partials
-                    .iter()
-                    .map(|f| (f.label.clone(), f.tables[0].cells.len()))
-                    .collect();
+                let (partials, labels): (Vec<Fragment>, Vec<(String, usize)>) =
+                    partials.into_iter().unzip();
                 let outputs = blocking(move || {
                     let answers = partials
                         .into_iter()
@@ -470,7 +485,7 @@ impl QuerySession {
                     .merge(
                         kind,
                         &sql,
-                        table,
+                        &tables,
                         &functions,
                         outputs.iter().map(|o| (o.schema.clone(), &o.batches)),
                     )
@@ -522,7 +537,7 @@ impl QuerySession {
         &self,
         kind: MergeKind,
         sql: &str,
-        table: TableCells,
+        tables: &[TableCells],
         functions: &[BoundFunction],
         partials: impl Iterator<Item = (Option<SchemaRef>, &'a Vec<RecordBatch>)>,
     ) -> Result<(Option<SchemaRef>, Vec<RecordBatch>, MergeRun)> {
@@ -564,10 +579,13 @@ impl QuerySession {
             ..self
                 .fragment(
                     sql,
-                    vec![TableCells {
-                        cells: Vec::new(),
-                        ..table
-                    }],
+                    tables
+                        .iter()
+                        .map(|t| TableCells {
+                            cells: Vec::new(),
+                            ..t.clone()
+                        })
+                        .collect(),
                     Arc::new(PartialResults(streams)),
                 )
                 .with_functions(functions.to_vec())
@@ -609,12 +627,24 @@ impl QuerySession {
                 ));
                 rows.push(("merge".into(), "none".into()));
             }
-            Plan::Split { kind, groups } => {
+            Plan::Split {
+                kind,
+                table,
+                groups,
+            } => {
                 let cells: usize = groups.iter().map(Vec::len).sum();
+                // With several frames, say which one is split.
+                let split = match prepared.tables.as_slice() {
+                    [_] => String::new(),
+                    tables => format!(
+                        " of {} (every fragment reads the other frames whole)",
+                        tables[*table].name
+                    ),
+                };
                 rows.push((
                     "fragments".into(),
                     format!(
-                        "{} fragments over {cells} cells (at most {:.1} MiB of cells each), {} at a time on {bees} bees",
+                        "{} fragments over {cells} cells{split} (at most {:.1} MiB of cells each), {} at a time on {bees} bees",
                         groups.len(),
                         self.max_group_bytes as f64 / MIB,
                         groups.len().min(bees),
@@ -792,12 +822,14 @@ impl QuerySession {
             .map(|(name, entry)| (name.clone(), entry.clone()))
             .collect();
         let scans = scans.lock().map(|s| s.clone()).unwrap_or_default();
-        let scan_count = scans.len();
 
         // Prune each frame's cells with the filters of every scan of it.
         let mut frames: BTreeMap<String, Vec<Vec<Expr>>> = BTreeMap::new();
-        for scan in scans {
-            frames.entry(scan.frame).or_default().push(scan.filters);
+        for scan in &scans {
+            frames
+                .entry(scan.frame.clone())
+                .or_default()
+                .push(scan.filters.clone());
         }
         let mut tables = Vec::new();
         let mut schemas = Vec::new();
@@ -835,7 +867,7 @@ impl QuerySession {
             keys,
             self.cache.clone(),
         )?);
-        let plan = self.plan(&physical, scan_count, &tables);
+        let plan = self.plan(&physical, &scans, &tables);
         Ok(Prepared {
             sql: sql.to_owned(),
             functions,
@@ -848,20 +880,41 @@ impl QuerySession {
         })
     }
 
-    /// Whether to run a statement whole or split, and over which cell groups.
-    fn plan(&self, physical: &Arc<dyn ExecutionPlan>, scans: usize, tables: &[TableCells]) -> Plan {
-        let [table] = tables else {
-            return Plan::Whole(if tables.is_empty() {
-                "it reads no frame"
+    /// Whether to run a statement whole or split, and over which cell groups. Only the
+    /// largest frame is ever split: every fragment reads the others whole.
+    fn plan(
+        &self,
+        physical: &Arc<dyn ExecutionPlan>,
+        scans: &[ScanRecord],
+        tables: &[TableCells],
+    ) -> Plan {
+        let bytes = |t: &TableCells| t.cells.iter().map(|c| c.size).sum::<u64>();
+        let Some((index, table)) = tables
+            .iter()
+            .enumerate()
+            .rev()
+            .max_by_key(|(_, t)| bytes(t))
+        else {
+            return Plan::Whole("it reads no frame");
+        };
+        let reads: Vec<&ScanRecord> = scans.iter().filter(|s| s.frame == table.name).collect();
+        let [read] = reads.as_slice() else {
+            return Plan::Whole(if tables.len() == 1 {
+                "it reads its frame more than once"
             } else {
-                "it reads more than one frame"
+                "it reads its largest frame more than once"
             });
         };
-        if scans != 1 {
-            return Plan::Whole("it reads its frame more than once");
-        }
-        let Some(kind) = merge_kind(physical) else {
-            return Plan::Whole("its plan cannot be cut: a join, window, full sort or bare LIMIT");
+        let is_split_scan = |node: &dyn ExecutionPlan| {
+            std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(&read.exec))
+        };
+        let Some(kind) = merge_kind(physical, &is_split_scan) else {
+            return Plan::Whole(if tables.len() == 1 {
+                "its plan cannot be cut: a window, full sort or bare LIMIT"
+            } else {
+                "its plan cannot be cut: a window, full sort or bare LIMIT, or a join that \
+                 needs all the rows of its largest frame at once"
+            });
         };
         let sizes: Vec<u64> = table.cells.iter().map(|c| c.size).collect();
         let groups =
@@ -872,11 +925,12 @@ impl QuerySession {
             .swarm
             .as_ref()
             .is_some_and(|s| s.distribute == Distribute::Always);
-        if groups.len() < 2 && !(always && table.cells.len() > 1) {
+        if groups.len() < 2 && !(always && tables.len() == 1 && table.cells.len() > 1) {
             return Plan::Whole("its cells make one group");
         }
         Plan::Split {
             kind,
+            table: index,
             groups: groups
                 .into_iter()
                 .map(|range| table.cells[range].to_vec())

@@ -6,6 +6,7 @@
 //! the bee's hard budget, and a spill directory when the caller gives one. Result batches
 //! are handed to the caller's sink one at a time, as they are produced.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -29,15 +32,17 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 use url::Url;
 
-use crate::cells::{CellStore, cell_path};
+use crate::cells::{CellStore, cell_path, parse_cell_path};
 use crate::spill::ScratchSpill;
 use crate::udf::{FunctionCaller, FunctionSignature, register_functions};
 use crate::{ByteSource, CellId, EngineError, PeakMemoryPool, decode_ipc_chunks};
 
 mod joins;
+mod planning;
 mod split;
 
-pub use split::{MergeKind, merge_kind, split_optimizer_rules};
+pub use planning::PlanningScan;
+pub use split::{MergeKind, SplitScan, merge_kind, split_optimizer_rules};
 use split::{Split, split};
 
 /// A fragment may spill this many times its memory pool to its scratch directory.
@@ -105,9 +110,12 @@ pub enum Stage {
     /// All of it.
     #[default]
     Whole,
-    /// The part below the cut (see [`MergeKind`]), over this task's cells of the one frame
-    /// the statement reads.
-    Partial,
+    /// The part below the cut (see [`MergeKind`]), over this task's cells of the frame
+    /// whose cells are split; the task holds all the cells of the other frames.
+    Partial {
+        /// The table (as in [`TableCells::name`]) whose cells are split.
+        split: String,
+    },
     /// The part above the cut, over the partial results: one Arrow IPC stream per
     /// fragment, read whole through the byte source under these handles. The statement's
     /// tables need schemas only.
@@ -300,13 +308,15 @@ async fn attempt(
     let mut summary = FragmentSummary::default();
     let plan = match &task.stage {
         Stage::Whole => frame.create_physical_plan().await?,
-        Stage::Partial => {
-            let split = cut(&frame.create_physical_plan().await?)?;
+        Stage::Partial { split } => {
+            let cells = split_cells(task, split)?;
+            let is_split_scan = |node: &dyn ExecutionPlan| scans_cells_of(node, &cells);
+            let split = cut(&frame.create_physical_plan().await?, Some(&is_split_scan))?;
             summary.merge = Some(split.kind);
             split.partial
         }
         Stage::Merge { inputs } => {
-            let split = cut(&frame.create_physical_plan().await?)?;
+            let split = cut(&frame.create_physical_plan().await?, None)?;
             let schema = split.partial.schema();
             let mut partitions = Vec::with_capacity(inputs.len());
             for input in inputs {
@@ -358,9 +368,41 @@ async fn attempt(
     Ok(summary)
 }
 
+/// The cells of the table `name`, whose cells a partial task splits.
+fn split_cells(task: &FragmentTask, name: &str) -> Result<HashSet<CellId>, EngineError> {
+    task.tables
+        .iter()
+        .find(|t| t.name == name)
+        .map(|t| t.cells.iter().map(|c| c.id).collect())
+        .ok_or_else(|| {
+            EngineError::Internal(format!(
+                "the split table `{name}` is not among the task's tables (a bug in the host)"
+            ))
+        })
+}
+
+/// Whether `node` scans some of `cells`.
+fn scans_cells_of(node: &dyn ExecutionPlan, cells: &HashSet<CellId>) -> bool {
+    node.downcast_ref::<DataSourceExec>()
+        .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
+        .is_some_and(|config| {
+            config
+                .file_groups
+                .iter()
+                .flat_map(|group| group.iter())
+                .any(|file| {
+                    parse_cell_path(&file.object_meta.location)
+                        .is_some_and(|id| cells.contains(&id))
+                })
+        })
+}
+
 /// The cut of a statement a partial or merge task was given.
-fn cut(plan: &Arc<dyn ExecutionPlan>) -> Result<Split, EngineError> {
-    split(plan)?.ok_or_else(|| {
+fn cut(
+    plan: &Arc<dyn ExecutionPlan>,
+    split_scan: Option<SplitScan<'_>>,
+) -> Result<Split, EngineError> {
+    split(plan, split_scan)?.ok_or_else(|| {
         EngineError::Internal(
             "the statement was sent in parts but its plan cannot be cut (a bug in the host)".into(),
         )

@@ -1,9 +1,14 @@
 //! Cutting a statement's physical plan into a partial part, run once per cell group, and a
 //! merge, run once over the partial results.
 //!
-//! The plan must be a single chain from the root down to one scan. Walking up from the
-//! scan, operators that work row by row (scans, filters, projections) distribute over any
-//! split of the cells. The first operator that does not decides the cut:
+//! One frame's cells are split: the *split scan*. Every fragment reads all the cells of the
+//! other frames the statement reads. Walking up from the split scan, operators that work row
+//! by row (scans, filters, projections) distribute over any split of the cells, and so do
+//! joins in which each output row comes from at most one row of the split side and depends
+//! on no other of its rows: either side of an inner or cross join, the preserved side of an
+//! outer join, the probing side of a semi, anti or mark join. Below a sort-merge join, the
+//! sorts it needs distribute too. Above the joins, the plan must be a single chain up to
+//! the root, and the first operator on it that does not work row by row decides the cut:
 //!
 //! - an aggregation becomes a partial aggregation in every fragment (DataFusion's own
 //!   `Partial` mode, whose output is the accumulators' state: AVG as sum and count, COUNT
@@ -13,21 +18,30 @@
 //!   over the fragments' top rows;
 //! - no such operator: the fragments' rows are the answer, concatenated in order.
 //!
-//! Anything else (joins, unions, window functions, a full sort, a bare LIMIT) is not split:
-//! the statement runs whole in one chamber.
+//! Anything else (a join that needs all of the split frame's rows at once, such as a full
+//! outer join or the inner side of a semi join, the split frame read twice, unions, window
+//! functions, a full sort, a bare LIMIT) is not split: the statement runs whole in one
+//! chamber.
 //!
 //! Both the host (to plan and explain) and the chamber (to run) cut the same plan with the
 //! same rules, so the partial results a chamber emits are exactly what the merge expects.
 
 use std::sync::Arc;
 
+use datafusion::common::JoinType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec,
+};
 use datafusion::physical_plan::sorts::sort::SortExec;
+
+/// Tells whether a leaf of a plan is the scan of the frame whose cells are split.
+pub type SplitScan<'a> = &'a dyn Fn(&dyn ExecutionPlan) -> bool;
 
 /// How the partial results of a split statement become its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -104,9 +118,10 @@ impl Split {
     }
 }
 
-/// How `plan` would be merged if split, or `None` when it runs whole.
-pub fn merge_kind(plan: &Arc<dyn ExecutionPlan>) -> Option<MergeKind> {
-    split(plan).ok().flatten().map(|s| s.kind)
+/// How `plan` would be merged if the cells of the frame `split_scan` recognises were split,
+/// or `None` when it runs whole.
+pub fn merge_kind(plan: &Arc<dyn ExecutionPlan>, split_scan: SplitScan<'_>) -> Option<MergeKind> {
+    split(plan, Some(split_scan)).ok().flatten().map(|s| s.kind)
 }
 
 /// The physical optimizer rules for plans that may be split: DataFusion's defaults without
@@ -120,12 +135,33 @@ pub fn split_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Syn
         .collect()
 }
 
-/// Cut `plan`, or `None` when it must run whole.
-pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Split>> {
-    let Some(path) = chain(plan) else {
-        return Ok(None);
+/// Cut `plan`, or `None` when it must run whole. With `split_scan`, the part below the cut
+/// must distribute over the split of that scan's cells; without it (in a merge, whose
+/// tables are empty) the cut is trusted to have been checked by the partial fragments.
+pub(crate) fn split(
+    plan: &Arc<dyn ExecutionPlan>,
+    split_scan: Option<SplitScan<'_>>,
+) -> Result<Option<Split>> {
+    let path = chain(plan);
+    // The chain's last node is its leaf, or the first node with several inputs (a join),
+    // whose rows the split scan's path below it must carry.
+    let single = match path.last() {
+        Some(last) if last.children().is_empty() => path.len(),
+        _ => path.len() - 1,
     };
-    let Some(cut) = path.iter().rposition(|node| !is_row_local(node.as_ref())) else {
+    let cut = path[..single]
+        .iter()
+        .rposition(|node| !is_row_local(node.as_ref()));
+    let below = match cut {
+        Some(cut) => path.get(cut + 1),
+        None => path.first(),
+    };
+    if let (Some(split_scan), Some(below)) = (split_scan, below)
+        && !distributes(below, split_scan, false)
+    {
+        return Ok(None);
+    }
+    let Some(cut) = cut else {
         return Ok(Some(Split {
             kind: MergeKind::Concatenate,
             partial: plan.clone(),
@@ -178,6 +214,93 @@ pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Split>> {
     Ok(None)
 }
 
+/// Whether the rows of `node` over a part of the split scan's rows, for each part of a
+/// split, together make its rows over all of them. The split scan must be the only one of
+/// its kind under `node`. `under_merge_join`: a sort-merge join is above, on the path.
+fn distributes(
+    node: &Arc<dyn ExecutionPlan>,
+    split_scan: SplitScan<'_>,
+    under_merge_join: bool,
+) -> bool {
+    let children = node.children();
+    if children.is_empty() {
+        return split_scan(node.as_ref()) && is_row_local(node.as_ref());
+    }
+    let holding: Vec<usize> = (0..children.len())
+        .filter(|&i| reaches(children[i], split_scan))
+        .collect();
+    let [side] = holding.as_slice() else {
+        return false;
+    };
+    let passes = if children.len() == 1 {
+        is_row_local(node.as_ref()) || (under_merge_join && is_full_sort(node.as_ref()))
+    } else {
+        keeps_rows_of(node.as_ref(), *side)
+    };
+    passes
+        && distributes(
+            children[*side],
+            split_scan,
+            under_merge_join || node.as_ref().is::<SortMergeJoinExec>(),
+        )
+}
+
+/// Whether some leaf under `node` is the split scan.
+fn reaches(node: &Arc<dyn ExecutionPlan>, split_scan: SplitScan<'_>) -> bool {
+    let children = node.children();
+    if children.is_empty() {
+        return split_scan(node.as_ref());
+    }
+    children.into_iter().any(|child| reaches(child, split_scan))
+}
+
+/// A sort of all its input: below a sort-merge join, each fragment sorts its own rows, and
+/// the join needs no more than that.
+fn is_full_sort(node: &dyn ExecutionPlan) -> bool {
+    node.downcast_ref::<SortExec>()
+        .is_some_and(|sort| sort.fetch().is_none())
+}
+
+/// Whether each output row of the join `node` comes from at most one row of its input
+/// `side` (0 left, 1 right) and depends on no other row of that side: then the join over a
+/// part of that side's rows gives the part of its output those rows make.
+fn keeps_rows_of(node: &dyn ExecutionPlan, side: usize) -> bool {
+    if node.fetch().is_some() {
+        return false;
+    }
+    if node.is::<CrossJoinExec>() {
+        return true;
+    }
+    let join_type = if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+        *join.join_type()
+    } else if let Some(join) = node.downcast_ref::<SortMergeJoinExec>() {
+        join.join_type()
+    } else if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() {
+        *join.join_type()
+    } else {
+        return false;
+    };
+    match side {
+        0 => matches!(
+            join_type,
+            JoinType::Inner
+                | JoinType::Left
+                | JoinType::LeftSemi
+                | JoinType::LeftAnti
+                | JoinType::LeftMark
+        ),
+        1 => matches!(
+            join_type,
+            JoinType::Inner
+                | JoinType::Right
+                | JoinType::RightSemi
+                | JoinType::RightAnti
+                | JoinType::RightMark
+        ),
+        _ => false,
+    }
+}
+
 /// `parent` over a new single input.
 fn with_child(
     parent: &Arc<dyn ExecutionPlan>,
@@ -193,21 +316,19 @@ fn internal(message: &str) -> DataFusionError {
     DataFusionError::Internal(message.to_owned())
 }
 
-/// The operators from the root down to the only leaf, or `None` when some operator has
-/// more than one input (a join, a union).
-fn chain(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<Arc<dyn ExecutionPlan>>> {
+/// The operators from the root down to the first that has no input or several.
+fn chain(plan: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn ExecutionPlan>> {
     let mut path = vec![plan.clone()];
-    loop {
-        let children = path.last()?.children();
-        match children.as_slice() {
-            [] => return Some(path),
-            [child] => {
-                let child = (*child).clone();
-                path.push(child);
-            }
-            _ => return None,
-        }
+    while let Some(child) = path
+        .last()
+        .and_then(|node| match node.children().as_slice() {
+            [child] => Some((*child).clone()),
+            _ => None,
+        })
+    {
+        path.push(child);
     }
+    path
 }
 
 /// Operators whose output over a union of cells is the union of their outputs per cell
@@ -217,6 +338,7 @@ fn is_row_local(node: &dyn ExecutionPlan) -> bool {
         && matches!(
             node.name(),
             "DataSourceExec"
+                | "PlanningScan"
                 | "EmptyExec"
                 | "FilterExec"
                 | "ProjectionExec"

@@ -451,18 +451,29 @@ fn table_of(cells: Vec<CellRef>) -> TableCells {
     }
 }
 
-/// Run `sql` split over `groups` of cells: one partial task per group, then the merge.
-/// Returns the answer and how the partials said to merge.
+/// Run `sql` split over `groups` of the cells of `sales`, every fragment reading the cells
+/// of `others` whole: one partial task per group, then the merge. Returns the answer and how
+/// the partials said to merge.
 async fn run_split(
     sql: &str,
     cells: &Arc<MemCells>,
     groups: &[Vec<CellRef>],
-) -> Result<(String, MergeKind), EngineError> {
+    others: &[TableCells],
+    pool_bytes: u64,
+) -> Result<(String, MergeKind, bool), EngineError> {
     let mut inputs = Vec::new();
+    let mut sort_merge_joins = false;
     let mut kinds = Vec::new();
     for (i, group) in groups.iter().enumerate() {
-        let mut partial = task(sql, vec![table_of(group.clone())]);
-        partial.stage = Stage::Partial;
+        let mut tables = vec![table_of(group.clone())];
+        tables.extend(others.iter().cloned());
+        let mut partial = task(sql, tables);
+        partial.stage = Stage::Partial {
+            split: "sales".into(),
+        };
+        partial.memory_pool_bytes = pool_bytes;
+        let scratch = tempfile::tempdir().expect("scratch");
+        partial.scratch_dir = Some(scratch.path().to_path_buf());
         let mut sink = Collect::default();
         let summary = execute_fragment(
             &partial,
@@ -471,6 +482,10 @@ async fn run_split(
             &mut sink,
         )
         .await?;
+        assert!(summary.pool_peak_bytes <= pool_bytes, "{summary:?}");
+        let left = std::fs::read_dir(scratch.path()).expect("scratch").count();
+        assert_eq!(left, 0, "spill files are removed");
+        sort_merge_joins |= summary.sort_merge_joins;
         kinds.push(summary.merge.expect("a partial reports its merge"));
         let schema = sink.schema.expect("schema");
         let mut chunker = IpcChunker::new(&schema)?;
@@ -482,18 +497,61 @@ async fn run_split(
         inputs.push(cells.add_bytes(1000 + i as CellId, bytes));
     }
     assert!(kinds.windows(2).all(|w| w[0] == w[1]), "{kinds:?}");
-    let mut merge = task(sql, vec![table_of(Vec::new())]);
+    let mut tables = vec![table_of(Vec::new())];
+    tables.extend(others.iter().map(|t| TableCells {
+        cells: Vec::new(),
+        ..t.clone()
+    }));
+    let mut merge = task(sql, tables);
     merge.stage = Stage::Merge { inputs };
     let kind = kinds[0];
     if kind == MergeKind::Concatenate {
         // The host concatenates these itself; the merge stage must agree with it.
-        assert_eq!(merge_kind_of(sql).await, Some(MergeKind::Concatenate));
+        assert_eq!(
+            merge_kind_of(sql, others).await,
+            Some(MergeKind::Concatenate)
+        );
     }
-    Ok((run(&merge, cells.clone()).await?, kind))
+    Ok((run(&merge, cells.clone()).await?, kind, sort_merge_joins))
 }
 
-/// How a statement over `sales` would be merged, as the host sees it.
-async fn merge_kind_of(sql: &str) -> Option<MergeKind> {
+/// A table as the host plans it: a schema, and scans that remember their leaves.
+#[derive(Debug)]
+struct Planned {
+    schema: SchemaRef,
+    leaves: Mutex<Vec<Arc<dyn ExecutionPlan>>>,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for Planned {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::prelude::Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let leaf: Arc<dyn ExecutionPlan> = Arc::new(crate::PlanningScan::new(schema));
+        self.leaves.lock().expect("lock").push(leaf.clone());
+        Ok(leaf)
+    }
+}
+
+/// How a statement split over the cells of `sales`, with `others` read whole, would be
+/// merged, as the host sees it: `None` also when it reads `sales` twice.
+async fn merge_kind_of(sql: &str, others: &[TableCells]) -> Option<MergeKind> {
     let config = SessionConfig::new().with_target_partitions(1);
     let state = SessionStateBuilder::new()
         .with_config(config)
@@ -501,9 +559,18 @@ async fn merge_kind_of(sql: &str) -> Option<MergeKind> {
         .with_physical_optimizer_rules(split_optimizer_rules())
         .build();
     let ctx = SessionContext::new_with_state(state);
-    let table = MemTable::try_new(sales(0, 1).schema(), vec![vec![]]).expect("table");
-    ctx.register_table("sales", Arc::new(table))
+    let sales_table = Arc::new(Planned {
+        schema: sales(0, 1).schema(),
+        leaves: Mutex::new(Vec::new()),
+    });
+    ctx.register_table("sales", sales_table.clone())
         .expect("register");
+    for other in others {
+        let schema = other.schema.clone().expect("a schema");
+        let table = MemTable::try_new(schema, vec![vec![]]).expect("table");
+        ctx.register_table(other.name.as_str(), Arc::new(table))
+            .expect("register");
+    }
     let plan = ctx
         .sql(sql)
         .await
@@ -511,26 +578,71 @@ async fn merge_kind_of(sql: &str) -> Option<MergeKind> {
         .create_physical_plan()
         .await
         .expect("physical plan");
-    merge_kind(&plan)
+    let leaves = sales_table.leaves.lock().expect("lock").clone();
+    let [leaf] = leaves.as_slice() else {
+        return None;
+    };
+    let is_split_scan = |node: &dyn ExecutionPlan| {
+        std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(leaf))
+    };
+    merge_kind(&plan, &is_split_scan)
 }
 
-/// The split answer equals the whole answer for each grouping of the six cells.
-async fn assert_split_matches(sql: &str, expected_kind: MergeKind) {
-    let (cells, refs) = six_cells();
-    let whole = run(&task(sql, vec![table_of(refs.clone())]), cells.clone())
+/// The split answer equals the whole answer for each grouping of the six cells of `sales`,
+/// with `others` read whole by every fragment. Returns whether some fragment ran again with
+/// sort-merge joins.
+async fn assert_split_matches_with(
+    sql: &str,
+    expected_kind: MergeKind,
+    cells: &Arc<MemCells>,
+    refs: &[CellRef],
+    others: &[TableCells],
+    pool_bytes: u64,
+) -> bool {
+    let mut tables = vec![table_of(refs.to_vec())];
+    tables.extend(others.iter().cloned());
+    let (_, mut whole) = run_summarised(&task(sql, tables), cells.clone())
         .await
-        .expect("whole");
-    assert_eq!(merge_kind_of(sql).await, Some(expected_kind), "{sql}");
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    assert_eq!(
+        merge_kind_of(sql, others).await,
+        Some(expected_kind),
+        "{sql}"
+    );
     let groupings = [
         vec![refs[..1].to_vec(), refs[1..].to_vec()],
         vec![refs[..2].to_vec(), refs[2..4].to_vec(), refs[4..].to_vec()],
         refs.iter().map(|c| vec![*c]).collect(),
     ];
+    let mut sort_merge_joins = false;
     for groups in &groupings {
-        let (split, kind) = run_split(sql, &cells, groups).await.expect("split");
+        let (mut split, kind, fell_back) = run_split(sql, cells, groups, others, pool_bytes)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        sort_merge_joins |= fell_back;
         assert_eq!(kind, expected_kind, "{sql}");
+        if kind == MergeKind::Concatenate {
+            // Each fragment's rows come in its own join order.
+            split = sorted_lines(&split);
+            whole = sorted_lines(&whole);
+        }
         assert_eq!(split, whole, "{sql} over {} groups", groups.len());
     }
+    sort_merge_joins
+}
+
+fn sorted_lines(text: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines.join("\n")
+}
+
+/// The split answer equals the whole answer for each grouping of the six cells.
+async fn assert_split_matches(sql: &str, expected_kind: MergeKind) {
+    let (cells, refs) = six_cells();
+    let fell_back =
+        assert_split_matches_with(sql, expected_kind, &cells, &refs, &[], 64 << 20).await;
+    assert!(!fell_back, "{sql}");
 }
 
 #[tokio::test]
@@ -592,15 +704,138 @@ async fn plain_scans_are_concatenated() {
     .await;
 }
 
+/// A dimension for `sales`: each region's manager and target; `west` has no sales.
+fn regions(cells: &MemCells) -> TableCells {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("r_region", DataType::Utf8, false),
+        Field::new("r_manager", DataType::Utf8, false),
+        Field::new("r_target", DataType::Float64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["north", "south", "east", "west"])),
+            Arc::new(StringArray::from(vec!["ann", "bo", "ann", "cy"])),
+            Arc::new(Float64Array::from(vec![50.0, 70.0, 90.0, 10.0])),
+        ],
+    )
+    .expect("batch");
+    TableCells {
+        name: "regions".into(),
+        cells: vec![cells.add(500, &batch)],
+        schema: Some(schema),
+    }
+}
+
 #[tokio::test]
-async fn joins_windows_and_full_sorts_are_not_split() {
+async fn joins_split_over_the_cells_of_the_side_whose_rows_they_keep() {
+    let (cells, refs) = six_cells();
+    let others = [regions(&cells)];
+    for (sql, kind) in [
+        (
+            "SELECT r_manager, count(*) AS n, sum(amount) AS s FROM sales \
+             JOIN regions ON region = r_region WHERE amount > r_target \
+             GROUP BY r_manager ORDER BY r_manager",
+            MergeKind::FinalAggregate,
+        ),
+        (
+            "SELECT r_manager, count(*) AS n, count(id) AS ids FROM sales \
+             LEFT JOIN regions ON region = r_region AND r_manager = 'ann' \
+             GROUP BY r_manager ORDER BY r_manager NULLS FIRST",
+            MergeKind::FinalAggregate,
+        ),
+        (
+            "SELECT count(*) AS n, sum(amount) AS s FROM sales WHERE region IN \
+             (SELECT r_region FROM regions WHERE r_manager = 'ann')",
+            MergeKind::FinalAggregate,
+        ),
+        (
+            "SELECT region, count(*) AS n FROM sales WHERE NOT EXISTS \
+             (SELECT 1 FROM regions WHERE r_region = region AND r_target < amount) \
+             GROUP BY region ORDER BY region",
+            MergeKind::FinalAggregate,
+        ),
+        (
+            "SELECT count(*) AS n FROM sales WHERE id NOT IN \
+             (SELECT CAST(r_target AS BIGINT) FROM regions)",
+            MergeKind::FinalAggregate,
+        ),
+        (
+            "SELECT id, amount, r_manager FROM sales JOIN regions ON region = r_region \
+             ORDER BY amount DESC NULLS LAST, id LIMIT 6",
+            MergeKind::TopK,
+        ),
+        (
+            "SELECT id, r_manager FROM sales, regions WHERE r_target > 60 AND id % 7 = 0",
+            MergeKind::Concatenate,
+        ),
+    ] {
+        let fell_back =
+            assert_split_matches_with(sql, kind, &cells, &refs, &others, 64 << 20).await;
+        assert!(!fell_back, "{sql}: hash joins fit 64 MiB");
+    }
+}
+
+#[tokio::test]
+async fn split_joins_that_outgrow_their_pool_fall_back_to_sort_merge_joins() {
+    // A fragment of five cells joins 250,000 rows to 200,000: a hash table of several MB,
+    // which a 4 MiB pool cannot hold.
+    let cells = Arc::new(MemCells::default());
+    let refs: Vec<CellRef> = (0..6)
+        .map(|i| cells.add(i, &sales(i64::from(i) * 50_000, 50_000)))
+        .collect();
+    let twins = TableCells {
+        name: "twins".into(),
+        cells: vec![cells.add(100, &sales(100_000, 200_000))],
+        schema: Some(sales(0, 1).schema()),
+    };
+    let sql = "SELECT s.region, count(*) AS n, sum(t.amount) AS s FROM sales s \
+               JOIN twins t ON s.id = t.id AND s.region = t.region \
+               GROUP BY s.region ORDER BY s.region";
+    let fell_back = assert_split_matches_with(
+        sql,
+        MergeKind::FinalAggregate,
+        &cells,
+        &refs,
+        &[twins],
+        4 << 20,
+    )
+    .await;
+    assert!(fell_back, "no fragment's hash join passed 4 MiB");
+}
+
+#[tokio::test]
+async fn joins_that_need_all_the_split_rows_at_once_are_not_split() {
+    let cells = Arc::new(MemCells::default());
+    let others = [regions(&cells)];
     for sql in [
-        "SELECT a.id FROM sales a JOIN sales b ON a.id = b.id",
+        // The split side is the one whose missing rows the join adds, or fully outer.
+        "SELECT r_region, count(id) AS n FROM regions LEFT JOIN sales ON region = r_region \
+         GROUP BY r_region",
+        "SELECT count(*) AS n FROM sales FULL JOIN regions ON region = r_region",
+        // The split side is the one a semi or anti join looks up.
+        "SELECT count(*) AS n FROM regions WHERE r_region IN (SELECT region FROM sales)",
+        "SELECT r_region FROM regions WHERE NOT EXISTS \
+         (SELECT 1 FROM sales WHERE region = r_region)",
+        // Aggregated below the join.
+        "SELECT r_manager, max(n) AS m FROM regions JOIN \
+         (SELECT region, count(*) AS n FROM sales GROUP BY region) c ON c.region = r_region \
+         GROUP BY r_manager",
+        // Read twice.
+        "SELECT count(*) AS n FROM sales a JOIN sales b ON a.id = b.id",
+    ] {
+        assert_eq!(merge_kind_of(sql, &others).await, None, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn windows_full_sorts_bare_limits_and_unions_are_not_split() {
+    for sql in [
         "SELECT id, sum(amount) OVER (ORDER BY id) AS running FROM sales",
         "SELECT id FROM sales ORDER BY amount",
         "SELECT id FROM sales LIMIT 3",
         "SELECT id FROM sales UNION ALL SELECT id FROM sales",
     ] {
-        assert_eq!(merge_kind_of(sql).await, None, "{sql}");
+        assert_eq!(merge_kind_of(sql, &[]).await, None, "{sql}");
     }
 }

@@ -541,7 +541,7 @@ impl ChamberEngine {
             default_box: fragment.default_namespace.1.clone(),
             stage: match &fragment.stage {
                 Stage::Whole => types::Stage::Whole,
-                Stage::Partial => types::Stage::Partial,
+                Stage::Partial { split } => types::Stage::Partial(split.clone()),
                 Stage::Merge { inputs } => types::Stage::Merge(
                     inputs
                         .iter()

@@ -249,7 +249,9 @@ pub(crate) fn task_fragment(
     let source = MeadowCells::new(lake.meadow().clone(), cells, cache)?;
     Ok(Fragment {
         default_namespace: manifest.namespace.clone(),
-        stage: Stage::Partial,
+        stage: Stage::Partial {
+            split: manifest.table.clone(),
+        },
         label: task.label.clone(),
         ..Fragment::new(
             manifest.sql.clone(),
