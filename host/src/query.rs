@@ -280,7 +280,9 @@ impl QuerySession {
         self
     }
 
-    /// Cap the cells one fragment may take, in bytes (default: a quarter of a bee's budget).
+    /// Cap the cells one fragment may take, in bytes (default: a quarter of a bee's budget,
+    /// and no cap for a statement with joins, which is cut into one fragment per bee, at
+    /// most one per core).
     /// Smaller caps cut statements into more fragments.
     #[must_use]
     pub fn with_max_fragment_bytes(mut self, bytes: u64) -> Self {
@@ -917,8 +919,19 @@ impl QuerySession {
             });
         };
         let sizes: Vec<u64> = table.cells.iter().map(|c| c.size).collect();
-        let groups =
-            leafcutter::cut_cell_groups(&sizes, self.pool.config().bees, self.max_group_bytes);
+        // Every fragment of a join builds the same hash tables of the other frames: a group
+        // per bee, and no more, however large the groups (unless the session set a cap), nor
+        // more than the machine has cores to build them at once. A bee streams its group's
+        // cells, and a join side too large for its pool runs again as a sort-merge join.
+        let bees = self.pool.config().bees;
+        let (bees, max_group_bytes) = match self.fragment_cap {
+            None if tables.len() > 1 => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (bees.min(cores), u64::MAX)
+            }
+            _ => (bees, self.max_group_bytes),
+        };
+        let groups = leafcutter::cut_cell_groups(&sizes, bees, max_group_bytes);
         // `distribute = always` shares any frame of several cells with the swarm, even one
         // this node would read in one group.
         let always = self
