@@ -49,6 +49,7 @@ use crate::cells::MeadowCells;
 use crate::chamber::BoundFunction;
 use crate::lake::FunctionEntry;
 use crate::swarm::coordinator::{Coordination, Coordinator, Statement};
+use crate::swarm::manifest::{TaskCell, WholeFrame};
 use crate::swarm::{Band, CellCache, Distribute, SwarmConfig, Temperature, encode_partial};
 use crate::{BeePool, ChamberStats, Error, Fragment, Lake, Result};
 use crate::{commands, leafcutter};
@@ -194,6 +195,9 @@ enum Plan {
         /// Index of the split table in [`Prepared::tables`].
         table: usize,
         groups: Vec<Vec<CellRef>>,
+        /// How many groups the bees' budget alone would make: whether the work outgrows
+        /// this node, for a join too (whose groups are one per bee).
+        budget_groups: usize,
     },
 }
 
@@ -373,6 +377,7 @@ impl QuerySession {
                 kind,
                 table: split,
                 groups,
+                budget_groups,
             } => {
                 tracing::info!(
                     fragments = groups.len(),
@@ -383,12 +388,7 @@ impl QuerySession {
                     .get(split)
                     .cloned()
                     .ok_or_else(|| Error::Internal("a split statement without a table".into()))?;
-                // Only a statement over one frame is shared with the swarm: a worker reads the
-                // manifest's one frame.
-                let swarm = (tables.len() == 1)
-                    .then_some(&self.swarm)
-                    .and_then(Option::as_ref);
-                if let (Some(config), Some(schema)) = (swarm, schemas.into_iter().next()) {
+                if let (Some(config), Some(schema)) = (&self.swarm, schemas.get(split).cloned()) {
                     let coordinator = Coordinator {
                         lake: &self.lake,
                         pool: &self.pool,
@@ -409,9 +409,25 @@ impl QuerySession {
                             .iter()
                             .filter_map(|c| source.cell(c.id))
                             .collect(),
+                        whole: tables
+                            .iter()
+                            .zip(&schemas)
+                            .enumerate()
+                            .filter(|(i, _)| *i != split)
+                            .map(|(_, (t, schema))| WholeFrame {
+                                table: t.name.clone(),
+                                schema: schema.clone(),
+                                cells: t
+                                    .cells
+                                    .iter()
+                                    .filter_map(|c| source.cell(c.id))
+                                    .map(|(key, size)| TaskCell { key, size })
+                                    .collect(),
+                            })
+                            .collect(),
                     };
                     if let Some((runs, coordination)) =
-                        coordinator.run(&statement, groups.len()).await?
+                        coordinator.run(&statement, budget_groups).await?
                     {
                         let merged = self
                             .merge(
@@ -633,6 +649,7 @@ impl QuerySession {
                 kind,
                 table,
                 groups,
+                ..
             } => {
                 let cells: usize = groups.iter().map(Vec::len).sum();
                 // With several frames, say which one is split.
@@ -932,17 +949,25 @@ impl QuerySession {
             _ => (bees, self.max_group_bytes),
         };
         let groups = leafcutter::cut_cell_groups(&sizes, bees, max_group_bytes);
+        let budget_groups = if max_group_bytes == self.max_group_bytes {
+            groups.len()
+        } else {
+            leafcutter::cut_cell_groups(&sizes, self.pool.config().bees, self.max_group_bytes).len()
+        };
         // `distribute = always` shares any frame of several cells with the swarm, even one
-        // this node would read in one group.
-        let always = self
-            .swarm
-            .as_ref()
-            .is_some_and(|s| s.distribute == Distribute::Always);
-        if groups.len() < 2 && !(always && tables.len() == 1 && table.cells.len() > 1) {
+        // this node would read in one group; `auto` shares work that outgrows this node's
+        // bees, a join's too.
+        let shared = match self.swarm.as_ref().map(|s| s.distribute) {
+            Some(Distribute::Always) => table.cells.len() > 1,
+            Some(Distribute::Auto) => budget_groups > self.pool.config().bees,
+            _ => false,
+        };
+        if groups.len() < 2 && !shared {
             return Plan::Whole("its cells make one group");
         }
         Plan::Split {
             kind,
+            budget_groups,
             table: index,
             groups: groups
                 .into_iter()

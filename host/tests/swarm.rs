@@ -424,6 +424,21 @@ fn distributed(root: &Path, lake: &TestLake) {
     for node in &nodes {
         assert!(text.contains(&format!("node {}, bee 0", node.id)), "{text}");
     }
+    // Q3 joins lineitem to orders and customer: its fragments split lineitem's cells over
+    // the three nodes, each reading orders and customer whole.
+    let q3 = TPCH_QUERIES
+        .iter()
+        .find(|(name, _)| *name == "q3")
+        .expect("q3")
+        .1;
+    let explain = format!("EXPLAIN ANALYZE {q3}");
+    let out = sql(root, lake, "always", &["USE tpch.part", &explain])
+        .output()
+        .expect("explain");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("on 3 nodes"), "{text}");
+    assert!(text.contains("of tpch.part.lineitem"), "{text}");
     assert_eq!(queries_left(lake), 0, "query directories are removed");
 
     // kill -9 of a worker mid-query: freeze it first so that it holds its tasks unfinished,
@@ -644,6 +659,7 @@ fn any_node_removes_expired_and_orphaned_query_directories() {
             namespace: ("default".into(), "default".into()),
             table: "default.default.t".into(),
             schema: apiary_engine::lake::FrameSchema::from(&arrow::datatypes::Schema::empty()),
+            whole: Vec::new(),
             merge: apiary_host::MergeKind::Concatenate,
             deadline_ms: 1000,
             tasks: vec![apiary_host::swarm::manifest::TaskSpec {

@@ -31,8 +31,8 @@ use crate::leafcutter;
 use crate::swarm::cache::cell_tag;
 use crate::swarm::heartbeat::{Liveness, NodeView, WorldView, now_ms};
 use crate::swarm::manifest::{
-    Manifest, Outcome, TaskCell, TaskReport, TaskSpec, manifest_key, partial_key, query_dir,
-    report_key,
+    Manifest, Outcome, TaskCell, TaskReport, TaskSpec, WholeFrame, manifest_key, partial_key,
+    query_dir, report_key,
 };
 use crate::swarm::temperature::{Band, Temperature};
 use crate::swarm::worker::{remove_query, retryable, task_fragment};
@@ -57,6 +57,8 @@ pub(crate) struct Statement {
     pub kind: MergeKind,
     /// The table's surviving cells: key and size.
     pub cells: Vec<(String, u64)>,
+    /// The other frames it joins, which every fragment reads whole.
+    pub whole: Vec<WholeFrame>,
 }
 
 /// One fragment as the swarm ran it.
@@ -171,11 +173,14 @@ pub(crate) fn share(cells: &[(String, u64)], candidates: &[Candidate]) -> Vec<Ve
 }
 
 /// The tasks of a statement over `cells`: each candidate's share (see [`share`]) cut by the
-/// leafcutter to that candidate's bees and budget (and `fragment_cap`, when set).
+/// leafcutter to that candidate's bees and budget (and `fragment_cap`, when set). A join
+/// (`joins`) is cut into one task per bee whatever its cells' size, unless `fragment_cap`
+/// is set: every task builds the same hash tables of the frames it reads whole.
 pub(crate) fn plan_tasks(
     cells: &[(String, u64)],
     candidates: &[Candidate],
     fragment_cap: Option<u64>,
+    joins: bool,
 ) -> Vec<TaskSpec> {
     let shares = share(cells, candidates);
     let mut tasks = Vec::new();
@@ -184,8 +189,11 @@ pub(crate) fn plan_tasks(
             continue;
         }
         let sizes: Vec<u64> = share.iter().map(|&i| cells[i].1).collect();
-        let cap =
-            leafcutter::max_group_bytes(candidate.budget).min(fragment_cap.unwrap_or(u64::MAX));
+        let cap = match fragment_cap {
+            Some(cap) => leafcutter::max_group_bytes(candidate.budget).min(cap),
+            None if joins => u64::MAX,
+            None => leafcutter::max_group_bytes(candidate.budget),
+        };
         for group in leafcutter::cut_cell_groups(&sizes, candidate.bees, cap) {
             tasks.push(TaskSpec {
                 task: tasks.len(),
@@ -298,7 +306,12 @@ impl Coordinator<'_> {
     }
 
     fn manifest(&self, query: &str, statement: &Statement, candidates: &[Candidate]) -> Manifest {
-        let tasks = plan_tasks(&statement.cells, candidates, self.fragment_cap);
+        let tasks = plan_tasks(
+            &statement.cells,
+            candidates,
+            self.fragment_cap,
+            !statement.whole.is_empty(),
+        );
         let deadline = self.config.deadline;
         let created_ms = now_ms();
         Manifest {
@@ -312,6 +325,7 @@ impl Coordinator<'_> {
             namespace: statement.namespace.clone(),
             table: statement.table.clone(),
             schema: statement.schema.clone(),
+            whole: statement.whole.clone(),
             merge: statement.kind,
             deadline_ms: deadline.as_millis() as u64,
             tasks,
@@ -654,6 +668,7 @@ mod tests {
                 node("big", 4, 1024 * MIB, 4.0, &[]),
             ],
             None,
+            false,
         );
         let bytes = |t: &TaskSpec| t.cells.iter().map(|c| c.size).sum::<u64>();
         let pi: Vec<&TaskSpec> = tasks.iter().filter(|t| t.node == "pi").collect();
@@ -670,5 +685,22 @@ mod tests {
             tasks.last().map(|t| t.label.clone()),
             Some(format!("fragment {} of {}", tasks.len(), tasks.len()))
         );
+    }
+
+    #[test]
+    fn a_join_gets_one_fragment_per_bee_whatever_its_size() {
+        let cells = cells(64, 4 * MIB);
+        let nodes = [
+            node("pi", 1, 64 * MIB, 1.0, &[]),
+            node("big", 4, 1024 * MIB, 4.0, &[]),
+        ];
+        let tasks = plan_tasks(&cells, &nodes, None, true);
+        let on = |name: &str| tasks.iter().filter(|t| t.node == name).count();
+        assert_eq!((on("pi"), on("big")), (1, 4), "{tasks:?}");
+        let cells_in: usize = tasks.iter().map(|t| t.cells.len()).sum();
+        assert_eq!(cells_in, 64);
+        // A session's cap still cuts a join finer.
+        let capped = plan_tasks(&cells, &nodes, Some(8 * MIB), true);
+        assert!(capped.len() > 5, "{capped:?}");
     }
 }

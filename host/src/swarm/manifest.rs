@@ -1,8 +1,8 @@
 //! Query manifests: how a coordinator hands fragments to other nodes through the lake.
 //!
 //! A distributed statement lives under `_queries/<id>/`. The coordinator writes
-//! `manifest.json`: the statement, the frame it reads and its schema, how partial results
-//! merge, and the tasks, each a group of cells assigned to one node for one attempt. A
+//! `manifest.json`: the statement, the frame whose cells it splits and its schema, the other
+//! frames it joins (read whole by every task), how partial results merge, and the tasks, each a group of cells assigned to one node for one attempt. A
 //! worker that finds a task assigned to it runs it and writes `partial_<task>_<attempt>.arrow`
 //! (Arrow IPC), then `report_<task>_<attempt>.json`, which says it is done (with what the
 //! chamber measured) or why it failed. The coordinator reassigns a task by rewriting the
@@ -45,12 +45,26 @@ pub struct Manifest {
     pub table: String,
     /// The frame's schema.
     pub schema: FrameSchema,
+    /// The other frames the statement joins, which every task reads whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub whole: Vec<WholeFrame>,
     /// How the partial results merge; workers check their cut against it.
     pub merge: MergeKind,
     /// Deadline of each task's chamber, in milliseconds.
     pub deadline_ms: u64,
     /// The tasks.
     pub tasks: Vec<TaskSpec>,
+}
+
+/// A frame every task of a statement reads whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WholeFrame {
+    /// The frame, fully qualified.
+    pub table: String,
+    /// Its schema.
+    pub schema: FrameSchema,
+    /// Its surviving cells.
+    pub cells: Vec<TaskCell>,
 }
 
 /// One fragment of a distributed statement.

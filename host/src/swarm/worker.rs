@@ -12,15 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use apiary_engine::arrow::datatypes::Schema;
-use apiary_engine::{CellRef, Stage, TableCells};
+use apiary_engine::lake::FrameSchema;
+use apiary_engine::{CellId, CellRef, Stage, TableCells};
 use bytes::Bytes;
 use object_store::ObjectMeta;
 
 use crate::cells::MeadowCells;
 use crate::swarm::heartbeat::{CLOCK_SKEW, now_ms};
 use crate::swarm::manifest::{
-    Manifest, Outcome, QUERIES, TaskReport, TaskSpec, manifest_key, parse_report_key, partial_key,
-    report_key,
+    Manifest, Outcome, QUERIES, TaskCell, TaskReport, TaskSpec, manifest_key, parse_report_key,
+    partial_key, report_key,
 };
 use crate::swarm::{CellCache, encode_partial};
 use crate::{BeePool, Error, Fragment, FragmentOutput, Lake, Result};
@@ -226,42 +227,44 @@ impl Worker {
     }
 }
 
-/// The chamber fragment for `task` of `manifest`, reading cells through `cache`.
+/// The chamber fragment for `task` of `manifest`, reading cells through `cache`: the task's
+/// cells of the split frame, and all the cells of the frames read whole.
 pub(crate) fn task_fragment(
     lake: &Lake,
     cache: Option<Arc<CellCache>>,
     manifest: &Manifest,
     task: &TaskSpec,
 ) -> Result<Fragment> {
-    let cells = task
-        .cells
-        .iter()
-        .map(|c| (c.key.clone(), c.size))
-        .collect::<Vec<_>>();
-    let refs = cells
-        .iter()
-        .enumerate()
-        .map(|(i, (_, size))| CellRef {
-            id: i as u32,
-            size: *size,
-        })
-        .collect();
-    let source = MeadowCells::new(lake.meadow().clone(), cells, cache)?;
+    let mut keys = Vec::new();
+    let mut table = |name: &str, schema: &FrameSchema, cells: &[TaskCell]| {
+        let refs = cells
+            .iter()
+            .map(|c| {
+                keys.push((c.key.clone(), c.size));
+                CellRef {
+                    id: (keys.len() - 1) as CellId,
+                    size: c.size,
+                }
+            })
+            .collect();
+        TableCells {
+            name: name.to_owned(),
+            cells: refs,
+            schema: Some(Arc::new(Schema::from(schema))),
+        }
+    };
+    let mut tables = vec![table(&manifest.table, &manifest.schema, &task.cells)];
+    for frame in &manifest.whole {
+        tables.push(table(&frame.table, &frame.schema, &frame.cells));
+    }
+    let source = MeadowCells::new(lake.meadow().clone(), keys, cache)?;
     Ok(Fragment {
         default_namespace: manifest.namespace.clone(),
         stage: Stage::Partial {
             split: manifest.table.clone(),
         },
         label: task.label.clone(),
-        ..Fragment::new(
-            manifest.sql.clone(),
-            vec![TableCells {
-                name: manifest.table.clone(),
-                cells: refs,
-                schema: Some(Arc::new(Schema::from(&manifest.schema))),
-            }],
-            Arc::new(source),
-        )
+        ..Fragment::new(manifest.sql.clone(), tables, Arc::new(source))
     })
 }
 
