@@ -153,6 +153,24 @@ const SPLIT_SHAPES: &[(&str, MergeKind)] = &[
     ),
 ];
 
+/// The TPC-H query called `name`.
+fn tpch_query(name: &str) -> &'static str {
+    TPCH_QUERIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, sql)| *sql)
+        .unwrap_or_else(|| panic!("no TPC-H query {name}"))
+}
+
+/// `EXPLAIN query` in `session`, formatted.
+async fn explain_plan(session: &mut QuerySession, query: &str) -> String {
+    let explain = session
+        .sql(&format!("EXPLAIN {query}"))
+        .await
+        .expect("explain");
+    pretty(&explain.batches)
+}
+
 fn sorted_lines(text: &str) -> String {
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort_unstable();
@@ -238,12 +256,7 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
         let rows: usize = limited.batches.iter().map(|b| b.num_rows()).sum();
         assert_eq!(rows, 3);
         // EXPLAIN shows the cut before anything runs.
-        let q1 = TPCH_QUERIES[0].1;
-        let explain = session
-            .sql(&format!("EXPLAIN {q1}"))
-            .await
-            .expect("explain");
-        let explain = pretty(&explain.batches);
+        let explain = explain_plan(&mut session, tpch_query("q1")).await;
         assert!(explain.contains("7 fragments over 7 cells"), "{explain}");
         assert!(
             explain.contains("final aggregation of the fragments' partial states in a chamber"),
@@ -254,16 +267,8 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
             "EXPLAIN runs nothing: {explain}"
         );
         // A join splits over its largest frame.
-        let q3 = TPCH_QUERIES
-            .iter()
-            .find(|(name, _)| *name == "q3")
-            .expect("q3")
-            .1;
-        let explain = session
-            .sql(&format!("EXPLAIN {q3}"))
-            .await
-            .expect("explain");
-        let explain = pretty(&explain.batches);
+        let q3 = tpch_query("q3");
+        let explain = explain_plan(&mut session, q3).await;
         assert!(
             explain.contains(
                 "7 fragments over 7 cells of tpch.part.lineitem (every fragment reads the other frames whole)"
@@ -278,27 +283,13 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(q3_output.fragments.len(), cores.min(2));
         assert_eq!(pretty(&q3_output.batches), native_tpch(q3).await);
-        let q4 = TPCH_QUERIES
-            .iter()
-            .find(|(name, _)| *name == "q4")
-            .expect("q4")
-            .1;
-        let explain = session
-            .sql(&format!("EXPLAIN {q4}"))
-            .await
-            .expect("explain");
-        let explain = pretty(&explain.batches);
+        let explain = explain_plan(&mut session, tpch_query("q4")).await;
         assert!(
             explain.contains("a join that needs all the rows of its largest frame at once"),
             "{explain}"
         );
         // The ship-mode partitions let Q12 skip the other five modes' cells.
-        let q12 = TPCH_QUERIES
-            .iter()
-            .find(|(name, _)| *name == "q12")
-            .expect("q12")
-            .1;
-        let q12 = session.sql(q12).await.expect("q12");
+        let q12 = session.sql(tpch_query("q12")).await.expect("q12");
         assert!(
             q12.cells_scanned < q12.cells_total,
             "{} of {}",

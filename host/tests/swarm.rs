@@ -257,6 +257,16 @@ fn tpch_lake(lake: TestLake) -> TestLake {
     lake
 }
 
+/// `EXPLAIN ANALYZE query` in `tpch.part`, distributed always: its output.
+fn explain_analyze(root: &Path, lake: &TestLake, query: &str) -> String {
+    let explain = format!("EXPLAIN ANALYZE {query}");
+    let out = sql(root, lake, "always", &["USE tpch.part", &explain])
+        .output()
+        .expect("explain");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
 /// Start `names` as nodes and wait until each has seen every other one alive.
 fn swarm(root: &Path, lake: &TestLake, names: &[&str]) -> Vec<Node> {
     let nodes: Vec<Node> = names.iter().map(|n| Node::start(root, lake, n)).collect();
@@ -414,12 +424,7 @@ fn distributed(root: &Path, lake: &TestLake) {
 
     // Q1 ran as fragments on all three nodes, merged here.
     let q1 = TPCH_QUERIES[0].1;
-    let explain = format!("EXPLAIN ANALYZE {q1}");
-    let out = sql(root, lake, "always", &["USE tpch.part", &explain])
-        .output()
-        .expect("explain");
-    let text = stdout(&out);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let text = explain_analyze(root, lake, q1);
     assert!(text.contains("on 3 nodes"), "{text}");
     for node in &nodes {
         assert!(text.contains(&format!("node {}, bee 0", node.id)), "{text}");
@@ -431,12 +436,7 @@ fn distributed(root: &Path, lake: &TestLake) {
         .find(|(name, _)| *name == "q3")
         .expect("q3")
         .1;
-    let explain = format!("EXPLAIN ANALYZE {q3}");
-    let out = sql(root, lake, "always", &["USE tpch.part", &explain])
-        .output()
-        .expect("explain");
-    let text = stdout(&out);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let text = explain_analyze(root, lake, q3);
     assert!(text.contains("on 3 nodes"), "{text}");
     assert!(text.contains("of tpch.part.lineitem"), "{text}");
     assert_eq!(queries_left(lake), 0, "query directories are removed");
