@@ -5,7 +5,7 @@
 //! instantiates the module in the chamber's own store on the first call, so the function's
 //! memory counts against the same budget and the same epoch deadline stops it. Function
 //! modules are linked against WASI alone (never the chamber's imports), and while one runs
-//! WASI shows it an empty world ([`FunctionSlots`]): no files, no environment, no sockets, a
+//! WASI shows it an empty world ([`FunctionWorld`]): no files, no environment, no sockets, a
 //! clock stopped at the Unix epoch, and at most [`FUNCTION_OUTPUT_CAPACITY`] of stdout and
 //! stderr.
 
