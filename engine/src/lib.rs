@@ -19,6 +19,7 @@
 mod cells;
 mod error;
 mod fragment;
+pub mod int128;
 mod ipc;
 pub mod lake;
 mod pool;

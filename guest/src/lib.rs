@@ -9,6 +9,8 @@
 
 #[allow(clippy::too_many_arguments)] // generated code
 mod bindings;
+#[cfg(target_arch = "wasm32")]
+mod intrinsics;
 
 use std::ops::Range;
 use std::path::PathBuf;
