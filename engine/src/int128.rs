@@ -43,6 +43,15 @@ pub fn wrapping_mul(a: i128, b: i128) -> i128 {
 /// `a * b` modulo 2^128 and whether the true product overflows `i128` (`__muloti4`).
 #[inline]
 pub fn overflowing_mul(a: i128, b: i128) -> (i128, bool) {
+    // Decimal values nearly always fit in 64 bits, and then their product cannot overflow.
+    if let (Ok(a), Ok(b)) = (i64::try_from(a), i64::try_from(b)) {
+        let (low, high) = mul_wide(a as u64, b as u64);
+        // The unsigned product of the two's complement bits, corrected for the signs.
+        let high = high
+            .wrapping_sub(if a < 0 { b as u64 } else { 0 })
+            .wrapping_sub(if b < 0 { a as u64 } else { 0 });
+        return (join(low, high) as i128, false);
+    }
     let negative = (a < 0) != (b < 0);
     let (a_low, a_high) = halves(a.unsigned_abs());
     let (b_low, b_high) = halves(b.unsigned_abs());
