@@ -16,6 +16,19 @@ pub fn max_group_bytes(budget: u64) -> u64 {
     (budget / BUDGET_SHARE_PER_FRAGMENT).max(1)
 }
 
+/// The most bytes of cells one fragment may take on a bee with `budget` bytes: a quarter of
+/// the budget ([`max_group_bytes`]), or the session's `cap` when that is smaller. A statement
+/// with `joins` has no limit unless the session set a cap: every fragment of a join builds
+/// the same hash tables of the frames it reads whole, so a join is cut into one fragment per
+/// bee, and a join side too large for its pool runs again as a sort-merge join that spills.
+pub fn fragment_limit(budget: u64, cap: Option<u64>, joins: bool) -> u64 {
+    match cap {
+        Some(cap) => max_group_bytes(budget).min(cap.max(1)),
+        None if joins => u64::MAX,
+        None => max_group_bytes(budget),
+    }
+}
+
 /// Cut cells of `sizes` bytes into consecutive, non-empty groups: at least `bees` groups
 /// when there are that many cells, and enough that no group passes `max_bytes` (a cell
 /// larger than that is a group on its own). Sizes are balanced across groups.
@@ -78,6 +91,18 @@ mod tests {
             assert_eq!(pair[0].end, pair[1].start, "{groups:?}");
         }
         assert!(groups.iter().all(|g| !g.is_empty()), "{groups:?}");
+    }
+
+    #[test]
+    fn joins_have_no_limit_unless_the_session_sets_a_cap() {
+        let budget = 400;
+        assert_eq!(fragment_limit(budget, None, false), 100);
+        assert_eq!(fragment_limit(budget, None, true), u64::MAX);
+        assert_eq!(fragment_limit(budget, Some(30), true), 30);
+        assert_eq!(fragment_limit(budget, Some(30), false), 30);
+        // A cap never loosens the budget's limit, and is at least a byte.
+        assert_eq!(fragment_limit(budget, Some(1000), true), 100);
+        assert_eq!(fragment_limit(budget, Some(0), false), 1);
     }
 
     #[test]

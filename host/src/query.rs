@@ -262,7 +262,7 @@ impl QuerySession {
     /// A session on `lake` running fragments on `pool`, starting in `default.default`.
     pub fn new(lake: Arc<Lake>, pool: Arc<BeePool>) -> Self {
         let (hive, box_name) = apiary_engine::default_namespace();
-        let max_group_bytes = leafcutter::max_group_bytes(pool.config().budget);
+        let max_group_bytes = leafcutter::fragment_limit(pool.config().budget, None, false);
         Self {
             lake,
             pool,
@@ -284,14 +284,15 @@ impl QuerySession {
         self
     }
 
-    /// Cap the cells one fragment may take, in bytes (default: a quarter of a bee's budget,
-    /// and no cap for a statement with joins, which is cut into one fragment per bee, at
-    /// most one per core).
+    /// Cap the cells one fragment may take, in bytes, below the default: a quarter of a bee's
+    /// budget, and no cap for a statement with joins, which is cut into one fragment per
+    /// bee, at most one per core (see [`leafcutter::fragment_limit`]).
     /// Smaller caps cut statements into more fragments.
     #[must_use]
     pub fn with_max_fragment_bytes(mut self, bytes: u64) -> Self {
-        self.max_group_bytes = bytes.max(1);
-        self.fragment_cap = Some(self.max_group_bytes);
+        self.fragment_cap = Some(bytes);
+        self.max_group_bytes =
+            leafcutter::fragment_limit(self.pool.config().budget, self.fragment_cap, false);
         self
     }
 
@@ -936,18 +937,17 @@ impl QuerySession {
             });
         };
         let sizes: Vec<u64> = table.cells.iter().map(|c| c.size).collect();
-        // Every fragment of a join builds the same hash tables of the other frames: a group
-        // per bee, and no more, however large the groups (unless the session set a cap), nor
-        // more than the machine has cores to build them at once. A bee streams its group's
-        // cells, and a join side too large for its pool runs again as a sort-merge join.
-        let bees = self.pool.config().bees;
-        let (bees, max_group_bytes) = match self.fragment_cap {
-            None if tables.len() > 1 => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                (bees.min(cores), u64::MAX)
-            }
-            _ => (bees, self.max_group_bytes),
-        };
+        // A join gets a group per bee however large (unless the session set a cap; see
+        // `leafcutter::fragment_limit`), and here no more groups than the machine has cores
+        // to build the join's hash tables at once.
+        let joins = tables.len() > 1;
+        let max_group_bytes =
+            leafcutter::fragment_limit(self.pool.config().budget, self.fragment_cap, joins);
+        let mut bees = self.pool.config().bees;
+        if joins && self.fragment_cap.is_none() {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            bees = bees.min(cores);
+        }
         let groups = leafcutter::cut_cell_groups(&sizes, bees, max_group_bytes);
         let budget_groups = if max_group_bytes == self.max_group_bytes {
             groups.len()

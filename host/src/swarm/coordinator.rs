@@ -173,9 +173,8 @@ pub(crate) fn share(cells: &[(String, u64)], candidates: &[Candidate]) -> Vec<Ve
 }
 
 /// The tasks of a statement over `cells`: each candidate's share (see [`share`]) cut by the
-/// leafcutter to that candidate's bees and budget (and `fragment_cap`, when set). A join
-/// (`joins`) is cut into one task per bee whatever its cells' size, unless `fragment_cap`
-/// is set: every task builds the same hash tables of the frames it reads whole.
+/// leafcutter to that candidate's bees and [`leafcutter::fragment_limit`], so a join
+/// (`joins`) gets one task per bee unless `fragment_cap` is set.
 pub(crate) fn plan_tasks(
     cells: &[(String, u64)],
     candidates: &[Candidate],
@@ -189,11 +188,7 @@ pub(crate) fn plan_tasks(
             continue;
         }
         let sizes: Vec<u64> = share.iter().map(|&i| cells[i].1).collect();
-        let cap = match fragment_cap {
-            Some(cap) => leafcutter::max_group_bytes(candidate.budget).min(cap),
-            None if joins => u64::MAX,
-            None => leafcutter::max_group_bytes(candidate.budget),
-        };
+        let cap = leafcutter::fragment_limit(candidate.budget, fragment_cap, joins);
         for group in leafcutter::cut_cell_groups(&sizes, candidate.bees, cap) {
             tasks.push(TaskSpec {
                 task: tasks.len(),
