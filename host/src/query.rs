@@ -661,12 +661,21 @@ impl QuerySession {
                         tables[*table].name
                     ),
                 };
+                // A join's fragments have no size limit unless the session set a cap.
+                let joins = prepared.tables.len() > 1;
+                let limit = match leafcutter::fragment_limit(
+                    self.pool.config().budget,
+                    self.fragment_cap,
+                    joins,
+                ) {
+                    u64::MAX => String::new(),
+                    bytes => format!(" (at most {:.1} MiB of cells each)", bytes as f64 / MIB),
+                };
                 rows.push((
                     "fragments".into(),
                     format!(
-                        "{} fragments over {cells} cells{split} (at most {:.1} MiB of cells each), {} at a time on {bees} bees",
+                        "{} fragments over {cells} cells{split}{limit}, {} at a time on {bees} bees",
                         groups.len(),
-                        self.max_group_bytes as f64 / MIB,
                         groups.len().min(bees),
                     ),
                 ));

@@ -283,6 +283,17 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(q3_output.fragments.len(), cores.min(2));
         assert_eq!(pretty(&q3_output.batches), native_tpch(q3).await);
+        let explain = explain_plan(&mut uncapped, q3).await;
+        let line = format!(
+            "{} fragments over 7 cells of tpch.part.lineitem (every fragment reads the other \
+             frames whole), {} at a time on 2 bees",
+            cores.min(2),
+            cores.min(2)
+        );
+        assert!(explain.contains(&line), "{explain}");
+        // A single frame's fragments are limited to a quarter of the 512 MiB budget.
+        let explain = explain_plan(&mut uncapped, tpch_query("q1")).await;
+        assert!(explain.contains("(at most 128.0 MiB of cells each)"), "{explain}");
         let explain = explain_plan(&mut session, tpch_query("q4")).await;
         assert!(
             explain.contains("a join that needs all the rows of its largest frame at once"),
