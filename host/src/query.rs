@@ -149,7 +149,6 @@ pub struct QuerySession {
     pub(crate) pool: Arc<BeePool>,
     pub(crate) hive: String,
     pub(crate) box_name: String,
-    max_group_bytes: u64,
     fragment_cap: Option<u64>,
     cache: Option<Arc<CellCache>>,
     pub(crate) swarm: Option<SwarmConfig>,
@@ -195,6 +194,8 @@ enum Plan {
         /// Index of the split table in [`Prepared::tables`].
         table: usize,
         groups: Vec<Vec<CellRef>>,
+        /// The most bytes of cells a group may take (`u64::MAX`: no limit).
+        max_group_bytes: u64,
         /// How many groups the bees' budget alone would make: whether the work outgrows
         /// this node, for a join too (whose groups are one per bee).
         budget_groups: usize,
@@ -262,13 +263,11 @@ impl QuerySession {
     /// A session on `lake` running fragments on `pool`, starting in `default.default`.
     pub fn new(lake: Arc<Lake>, pool: Arc<BeePool>) -> Self {
         let (hive, box_name) = apiary_engine::default_namespace();
-        let max_group_bytes = leafcutter::fragment_limit(pool.config().budget, None, false);
         Self {
             lake,
             pool,
             hive,
             box_name,
-            max_group_bytes,
             fragment_cap: None,
             cache: None,
             swarm: None,
@@ -291,8 +290,6 @@ impl QuerySession {
     #[must_use]
     pub fn with_max_fragment_bytes(mut self, bytes: u64) -> Self {
         self.fragment_cap = Some(bytes);
-        self.max_group_bytes =
-            leafcutter::fragment_limit(self.pool.config().budget, self.fragment_cap, false);
         self
     }
 
@@ -379,6 +376,7 @@ impl QuerySession {
                 table: split,
                 groups,
                 budget_groups,
+                ..
             } => {
                 tracing::info!(
                     fragments = groups.len(),
@@ -650,6 +648,7 @@ impl QuerySession {
                 kind,
                 table,
                 groups,
+                max_group_bytes,
                 ..
             } => {
                 let cells: usize = groups.iter().map(Vec::len).sum();
@@ -661,13 +660,7 @@ impl QuerySession {
                         tables[*table].name
                     ),
                 };
-                // A join's fragments have no size limit unless the session set a cap.
-                let joins = prepared.tables.len() > 1;
-                let limit = match leafcutter::fragment_limit(
-                    self.pool.config().budget,
-                    self.fragment_cap,
-                    joins,
-                ) {
+                let limit = match *max_group_bytes {
                     u64::MAX => String::new(),
                     bytes => format!(" (at most {:.1} MiB of cells each)", bytes as f64 / MIB),
                 };
@@ -958,10 +951,12 @@ impl QuerySession {
             bees = bees.min(cores);
         }
         let groups = leafcutter::cut_cell_groups(&sizes, bees, max_group_bytes);
-        let budget_groups = if max_group_bytes == self.max_group_bytes {
+        let budget_limit =
+            leafcutter::fragment_limit(self.pool.config().budget, self.fragment_cap, false);
+        let budget_groups = if max_group_bytes == budget_limit {
             groups.len()
         } else {
-            leafcutter::cut_cell_groups(&sizes, self.pool.config().bees, self.max_group_bytes).len()
+            leafcutter::cut_cell_groups(&sizes, self.pool.config().bees, budget_limit).len()
         };
         // `distribute = always` shares any frame of several cells with the swarm, even one
         // this node would read in one group; `auto` shares work that outgrows this node's
@@ -977,6 +972,7 @@ impl QuerySession {
         Plan::Split {
             kind,
             budget_groups,
+            max_group_bytes,
             table: index,
             groups: groups
                 .into_iter()
