@@ -29,8 +29,9 @@ mod udf;
 pub use cells::{ByteSource, CellId};
 pub use error::EngineError;
 pub use fragment::{
-    CellRef, FragmentSink, FragmentSummary, FragmentTask, MergeKind, PlanningScan, SplitScan,
-    Stage, TableCells, default_namespace, execute_fragment, merge_kind, split_optimizer_rules,
+    CellRef, FragmentSink, FragmentSummary, FragmentTask, JoinColumn, KeyColumn, KeyRange, KeyScan,
+    MergeKind, PlanningScan, SplitScan, Splitting, Stage, TableCells, default_namespace,
+    equi_join_columns, execute_fragment, merge_kind, split_optimizer_rules,
 };
 pub use ipc::{IpcChunker, decode_ipc_chunks, decode_schema, encode_schema};
 pub use pool::PeakMemoryPool;

@@ -20,7 +20,8 @@ use apiary_engine::arrow::datatypes::SchemaRef;
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::{
     ByteSource, CellId, CellRef, EngineError, FragmentSink, FragmentTask, FunctionCaller,
-    FunctionSignature, IpcChunker, MergeKind, Stage, TableCells, decode_schema, default_namespace,
+    FunctionSignature, IpcChunker, KeyColumn, KeyRange, MergeKind, Stage, TableCells,
+    decode_schema, default_namespace,
 };
 use bindings::apiary::chamber::types::{self, ChamberError, Summary, Task};
 use bindings::apiary::chamber::{cells, functions, sink};
@@ -139,6 +140,18 @@ fn from_wit(task: Task) -> Result<FragmentTask, EngineError> {
         stage: match task.stage {
             types::Stage::Whole => Stage::Whole,
             types::Stage::Partial(split) => Stage::Partial { split },
+            types::Stage::Keyed(range) => Stage::Keyed(KeyRange {
+                columns: range
+                    .columns
+                    .into_iter()
+                    .map(|k| KeyColumn {
+                        table: k.table,
+                        column: k.column,
+                    })
+                    .collect(),
+                low: range.low,
+                high: range.high,
+            }),
             types::Stage::Merge(inputs) => Stage::Merge {
                 inputs: inputs.into_iter().map(cell).collect(),
             },

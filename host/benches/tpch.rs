@@ -526,7 +526,9 @@ async fn load_lake(dir: &Path, data: &Path, tables: &[&str], layout: &str) -> an
     }
     let lake = Lake::open(&dir.display().to_string()).await?;
     println!("loading the lake at {} ({layout} layout)", dir.display());
-    let ctx = SessionContext::new();
+    // One partition: more would interleave batches from different parts of a file, and the
+    // cells would not follow the file's order.
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
     register_files(&ctx, data, tables).await?;
     for &table in tables {
         let started = Instant::now();

@@ -52,6 +52,52 @@ pub fn cut_cell_groups(sizes: &[u64], bees: usize, max_bytes: u64) -> Vec<Range<
     }
 }
 
+/// Where to cut a key's range so that each of `parts` ranges holds about as many rows: the
+/// lowest key of every range but the first. `cells` gives each cell's smallest and largest
+/// key and its rows; keys are taken as spread evenly between a cell's bounds, so cells
+/// that overlap (a frame partitioned by another column) are cut as well as cells that do
+/// not (a frame written in key order). Fewer cuts when the keys are fewer than the ranges.
+pub fn key_bounds(cells: &[(i64, i64, u64)], parts: usize) -> Vec<i64> {
+    let (Some(low), Some(high)) = (
+        cells.iter().map(|c| c.0).min(),
+        cells.iter().map(|c| c.1).max(),
+    ) else {
+        return Vec::new();
+    };
+    let total: u128 = cells.iter().map(|c| u128::from(c.2)).sum();
+    // Rows below `key`, in units of 1/width of a row for each cell.
+    let below = |key: i64| -> f64 {
+        cells
+            .iter()
+            .map(|&(min, max, rows)| {
+                let width = (i128::from(max) - i128::from(min) + 1) as f64;
+                let under = (i128::from(key).clamp(i128::from(min), i128::from(max) + 1)
+                    - i128::from(min)) as f64;
+                rows as f64 * under / width
+            })
+            .sum()
+    };
+    let mut bounds: Vec<i64> = Vec::new();
+    for part in 1..parts {
+        let target = (total * part as u128 / parts as u128) as f64;
+        // The smallest key with at least `target` rows below it.
+        let (mut lo, mut hi) = (i128::from(low), i128::from(high) + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if below(mid as i64) >= target {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        let key = lo as i64;
+        if key > low && key <= high && bounds.last().is_none_or(|&last| key > last) {
+            bounds.push(key);
+        }
+    }
+    bounds
+}
+
 /// Cut `sizes` into `count` consecutive non-empty groups whose boundaries fall as close as
 /// possible to equal shares of the total.
 fn balanced(sizes: &[u64], count: usize) -> Vec<Range<usize>> {
@@ -103,6 +149,38 @@ mod tests {
         // A cap never loosens the budget's limit, and is at least a byte.
         assert_eq!(fragment_limit(budget, Some(1000), true), 100);
         assert_eq!(fragment_limit(budget, Some(0), false), 1);
+    }
+
+    #[test]
+    fn key_ranges_hold_equal_rows_whether_cells_overlap_or_not() {
+        // Four cells written in key order: cut between the second and the third.
+        let ordered = [
+            (0, 99, 100),
+            (100, 199, 100),
+            (200, 299, 100),
+            (300, 399, 100),
+        ];
+        assert_eq!(key_bounds(&ordered, 2), vec![200]);
+        assert_eq!(key_bounds(&ordered, 4), vec![100, 200, 300]);
+        // Cells that each span the whole range (partitioned by another column): the cuts
+        // still halve the keys.
+        let overlapping = [(1, 1000, 50), (1, 1000, 50), (1, 1000, 50)];
+        assert_eq!(key_bounds(&overlapping, 2), vec![501]);
+        // Most rows in a narrow cell: the cut falls inside it.
+        let skewed = [(0, 999, 10), (500, 509, 1000)];
+        let bounds = key_bounds(&skewed, 2);
+        assert_eq!(bounds.len(), 1);
+        assert!((500..=509).contains(&bounds[0]), "{bounds:?}");
+    }
+
+    #[test]
+    fn key_ranges_are_never_empty() {
+        assert_eq!(key_bounds(&[(7, 7, 1000)], 4), Vec::<i64>::new());
+        assert_eq!(key_bounds(&[(0, 2, 30)], 8), vec![1, 2]);
+        assert!(key_bounds(&[], 2).is_empty());
+        // The extremes of the type do not overflow.
+        let wide = [(i64::MIN, i64::MAX, 10)];
+        assert_eq!(key_bounds(&wide, 2).len(), 1);
     }
 
     #[test]

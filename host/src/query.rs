@@ -27,8 +27,9 @@ use apiary_engine::arrow::datatypes::{DataType, SchemaRef};
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::lake::{CellMeta, ColumnStats, FrameSchema};
 use apiary_engine::{
-    ByteSource, CellId, CellRef, FunctionCaller, MergeKind, NoFunctions, PlanningScan, Stage,
-    TableCells, merge_kind, register_functions, split_optimizer_rules,
+    ByteSource, CellId, CellRef, FunctionCaller, JoinColumn, KeyColumn, KeyRange, MergeKind,
+    NoFunctions, PlanningScan, Splitting, Stage, TableCells, equi_join_columns, merge_kind,
+    register_functions, split_optimizer_rules,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -199,6 +200,17 @@ enum Plan {
         /// How many groups the bees' budget alone would make: whether the work outgrows
         /// this node, for a join too (whose groups are one per bee).
         budget_groups: usize,
+    },
+    /// One fragment per range of a key the statement's joins compare: each reads the rows
+    /// of that range from every scan of the keyed frames, and the other frames whole. Then
+    /// a merge. Runs on this node's bees.
+    Keyed {
+        kind: MergeKind,
+        /// The keyed frames: indexes in [`Prepared::tables`] and their key columns.
+        keys: Vec<(usize, String)>,
+        /// Each fragment's range, and its cells of each keyed frame (in the order of
+        /// `keys`): the cells whose statistics allow keys in the range.
+        fragments: Vec<(KeyRange, Vec<Vec<CellRef>>)>,
     },
 }
 
@@ -462,62 +474,61 @@ impl QuerySession {
                     }
                 }
                 let count = groups.len();
-                let partials: Vec<(Fragment, (String, usize))> = groups
+                let partials = groups
                     .into_iter()
                     .enumerate()
                     .map(|(i, cells)| {
-                        let labelled = (format!("fragment {} of {count}", i + 1), cells.len());
+                        let label = format!("fragment {} of {count}", i + 1);
+                        let given = cells.len();
                         let mut part = tables.clone();
                         part[split].cells = cells;
                         let fragment = Fragment {
                             stage: Stage::Partial {
                                 split: table.name.clone(),
                             },
-                            label: labelled.0.clone(),
+                            label: label.clone(),
                             ..fragment(part, source.clone())
                         };
-                        (fragment, labelled)
+                        (fragment, label, given)
                     })
                     .collect();
-                let (partials, labels): (Vec<Fragment>, Vec<(String, usize)>) =
-                    partials.into_iter().unzip();
-                let outputs = blocking(move || {
-                    let answers = partials
-                        .into_iter()
-                        .map(|f| pool.submit(f))
-                        .collect::<Result<Vec<_>>>()?;
-                    answers
-                        .into_iter()
-                        .map(|a| a.recv().map_err(|_| Error::PoolClosed)?)
-                        .collect::<Result<Vec<_>>>()
-                })
-                .await?;
-                if let Some(other) = outputs.iter().find(|o| o.stats.merge != Some(kind)) {
-                    return Err(Error::Internal(format!(
-                        "a chamber cut the statement for {:?} where the host planned {kind:?}",
-                        other.stats.merge
-                    )));
-                }
-                let merged = self
-                    .merge(
-                        kind,
-                        &sql,
-                        &tables,
-                        &functions,
-                        outputs.iter().map(|o| (o.schema.clone(), &o.batches)),
-                    )
+                let (runs, merged) = self
+                    .run_partials(kind, &sql, &tables, &functions, partials)
                     .await?;
-                let runs = labels
+                (merged.0, merged.1, runs, Some(merged.2), None)
+            }
+            Plan::Keyed {
+                kind,
+                keys,
+                fragments,
+            } => {
+                tracing::info!(
+                    fragments = fragments.len(),
+                    merge = ?kind,
+                    "statement split by key ranges across bees"
+                );
+                let count = fragments.len();
+                let partials = fragments
                     .into_iter()
-                    .zip(outputs)
-                    .map(|((label, cells), o)| FragmentRun {
-                        label,
-                        cells,
-                        node: None,
-                        attempts: 1,
-                        stats: o.stats,
+                    .enumerate()
+                    .map(|(i, (range, cells))| {
+                        let label = format!("fragment {} of {count}", i + 1);
+                        let mut part = tables.clone();
+                        for ((table, _), cells) in keys.iter().zip(cells) {
+                            part[*table].cells = cells;
+                        }
+                        let given = part.iter().map(|t| t.cells.len()).sum();
+                        let fragment = Fragment {
+                            stage: Stage::Keyed(range),
+                            label: label.clone(),
+                            ..fragment(part, source.clone())
+                        };
+                        (fragment, label, given)
                     })
                     .collect();
+                let (runs, merged) = self
+                    .run_partials(kind, &sql, &tables, &functions, partials)
+                    .await?;
                 (merged.0, merged.1, runs, Some(merged.2), None)
             }
         };
@@ -533,6 +544,64 @@ impl QuerySession {
             storage_reads: (0, 0),
             notes: Vec::new(),
         })
+    }
+
+    /// Run the partial fragments of a split statement on this node's bees, each with its
+    /// label and how many cells it was given, and merge their results.
+    async fn run_partials(
+        &self,
+        kind: MergeKind,
+        sql: &str,
+        tables: &[TableCells],
+        functions: &[BoundFunction],
+        partials: Vec<(Fragment, String, usize)>,
+    ) -> Result<(
+        Vec<FragmentRun>,
+        (Option<SchemaRef>, Vec<RecordBatch>, MergeRun),
+    )> {
+        let pool = self.pool.clone();
+        let (partials, labels): (Vec<Fragment>, Vec<(String, usize)>) = partials
+            .into_iter()
+            .map(|(fragment, label, cells)| (fragment, (label, cells)))
+            .unzip();
+        let outputs = blocking(move || {
+            let answers = partials
+                .into_iter()
+                .map(|f| pool.submit(f))
+                .collect::<Result<Vec<_>>>()?;
+            answers
+                .into_iter()
+                .map(|a| a.recv().map_err(|_| Error::PoolClosed)?)
+                .collect::<Result<Vec<_>>>()
+        })
+        .await?;
+        if let Some(other) = outputs.iter().find(|o| o.stats.merge != Some(kind)) {
+            return Err(Error::Internal(format!(
+                "a chamber cut the statement for {:?} where the host planned {kind:?}",
+                other.stats.merge
+            )));
+        }
+        let merged = self
+            .merge(
+                kind,
+                sql,
+                tables,
+                functions,
+                outputs.iter().map(|o| (o.schema.clone(), &o.batches)),
+            )
+            .await?;
+        let runs = labels
+            .into_iter()
+            .zip(outputs)
+            .map(|((label, cells), o)| FragmentRun {
+                label,
+                cells,
+                node: None,
+                attempts: 1,
+                stats: o.stats,
+            })
+            .collect();
+        Ok((runs, merged))
     }
 
     /// A fragment running `sql` over `tables` in this session's hive and box.
@@ -672,12 +741,37 @@ impl QuerySession {
                         groups.len().min(bees),
                     ),
                 ));
-                let place = if *kind == MergeKind::Concatenate {
-                    "on the host"
+                rows.push(("merge".into(), merge_line(*kind)));
+            }
+            Plan::Keyed {
+                kind,
+                keys,
+                fragments,
+            } => {
+                let keyed: Vec<String> = keys
+                    .iter()
+                    .map(|(t, column)| format!("{column} of {}", prepared.tables[*t].name))
+                    .collect();
+                let cells: usize = fragments
+                    .iter()
+                    .flat_map(|(_, cells)| cells.iter().map(Vec::len))
+                    .sum();
+                let others = if keys.len() < prepared.tables.len() {
+                    " (every fragment reads the other frames whole)"
                 } else {
-                    "in a chamber"
+                    ""
                 };
-                rows.push(("merge".into(), format!("{} {place}", kind.describe())));
+                rows.push((
+                    "fragments".into(),
+                    format!(
+                        "{} fragments over ranges of the key {}, {cells} cells of them in all{others}, \
+                         {} at a time on {bees} bees",
+                        fragments.len(),
+                        keyed.join(", "),
+                        fragments.len().min(bees),
+                    ),
+                ));
+                rows.push(("merge".into(), merge_line(*kind)));
             }
         }
         if analyze {
@@ -857,14 +951,17 @@ impl QuerySession {
         let mut schemas = Vec::new();
         let mut keys = Vec::new();
         let mut pruned = Vec::new();
+        let mut metas = Vec::new();
         for (name, filters) in frames {
             let (entry, frame_state) = self.lake.frame(&name).await?;
             let schema = Arc::new(frame_state.schema.to_arrow());
             let cells: Vec<&CellMeta> = frame_state.cells().collect();
             let keep = prune(&ctx, &schema, &cells, &filters)?;
             let mut refs = Vec::new();
+            let mut kept = Vec::new();
             for (cell, keep) in cells.iter().zip(keep) {
                 if keep {
+                    kept.push((*cell).clone());
                     refs.push(CellRef {
                         id: keys.len() as CellId,
                         size: cell.bytes,
@@ -883,13 +980,14 @@ impl QuerySession {
                 schema: Some(schema),
             });
             schemas.push(frame_state.schema.clone());
+            metas.push(kept);
         }
         let source = Arc::new(MeadowCells::new(
             self.lake.meadow().clone(),
             keys,
             self.cache.clone(),
         )?);
-        let plan = self.plan(&physical, &scans, &tables);
+        let plan = self.plan(&physical, &scans, &tables, &metas);
         Ok(Prepared {
             sql: sql.to_owned(),
             functions,
@@ -902,13 +1000,16 @@ impl QuerySession {
         })
     }
 
-    /// Whether to run a statement whole or split, and over which cell groups. Only the
-    /// largest frame is ever split: every fragment reads the others whole.
+    /// Whether to run a statement whole or split, and how: over groups of the largest
+    /// frame's cells (every fragment reads the others whole), or, when that cannot cut it,
+    /// over ranges of a key its joins compare. `metas` are the kept cells' ledger entries,
+    /// table by table.
     fn plan(
         &self,
         physical: &Arc<dyn ExecutionPlan>,
         scans: &[ScanRecord],
         tables: &[TableCells],
+        metas: &[Vec<CellMeta>],
     ) -> Plan {
         let bytes = |t: &TableCells| t.cells.iter().map(|c| c.size).sum::<u64>();
         let Some((index, table)) = tables
@@ -920,23 +1021,31 @@ impl QuerySession {
             return Plan::Whole("it reads no frame");
         };
         let reads: Vec<&ScanRecord> = scans.iter().filter(|s| s.frame == table.name).collect();
-        let [read] = reads.as_slice() else {
-            return Plan::Whole(if tables.len() == 1 {
+        let kind = match reads.as_slice() {
+            [read] => {
+                let is_split_scan = |node: &dyn ExecutionPlan| {
+                    std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(&read.exec))
+                };
+                merge_kind(physical, Splitting::Cells(&is_split_scan)).ok_or(if tables.len() == 1 {
+                    "its plan cannot be cut: a window, full sort or bare LIMIT"
+                } else {
+                    "its plan cannot be cut: a window, full sort or bare LIMIT, or a join that \
+                     needs all the rows of its largest frame at once"
+                })
+            }
+            _ => Err(if tables.len() == 1 {
                 "it reads its frame more than once"
             } else {
                 "it reads its largest frame more than once"
-            });
+            }),
         };
-        let is_split_scan = |node: &dyn ExecutionPlan| {
-            std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(&read.exec))
-        };
-        let Some(kind) = merge_kind(physical, &is_split_scan) else {
-            return Plan::Whole(if tables.len() == 1 {
-                "its plan cannot be cut: a window, full sort or bare LIMIT"
-            } else {
-                "its plan cannot be cut: a window, full sort or bare LIMIT, or a join that \
-                 needs all the rows of its largest frame at once"
-            });
+        let kind = match kind {
+            Ok(kind) => kind,
+            Err(reason) => {
+                return self
+                    .plan_keyed(physical, scans, tables, metas, index)
+                    .unwrap_or(Plan::Whole(reason));
+            }
         };
         let sizes: Vec<u64> = table.cells.iter().map(|c| c.size).collect();
         // A join gets a group per bee however large (unless the session set a cap; see
@@ -979,6 +1088,176 @@ impl QuerySession {
                 .map(|range| table.cells[range].to_vec())
                 .collect(),
         }
+    }
+
+    /// A split by ranges of a key the joins of `physical` compare, one that holds a column
+    /// of the largest frame (`largest` in `tables`); `None` when no such key cuts the plan,
+    /// the key's cells have no statistics, the bees make one fragment, or the ranges do not
+    /// keep the fragments' cells apart.
+    fn plan_keyed(
+        &self,
+        physical: &Arc<dyn ExecutionPlan>,
+        scans: &[ScanRecord],
+        tables: &[TableCells],
+        metas: &[Vec<CellMeta>],
+        largest: usize,
+    ) -> Option<Plan> {
+        let table_of = |leaf: &Arc<dyn ExecutionPlan>| {
+            let scan = scans.iter().find(|s| Arc::ptr_eq(&s.exec, leaf))?;
+            tables.iter().position(|t| t.name == scan.frame)
+        };
+        // Columns the joins compare, as (table, column); linked ones are one key.
+        let column = |c: &JoinColumn| {
+            let name = c.leaf.schema().field(c.column).name().clone();
+            Some((table_of(&c.leaf)?, name))
+        };
+        let mut keys: Vec<BTreeSet<(usize, String)>> = Vec::new();
+        for (left, right) in equi_join_columns(physical) {
+            let (Some(left), Some(right)) = (column(&left), column(&right)) else {
+                continue;
+            };
+            let linked: Vec<usize> = (0..keys.len())
+                .filter(|&i| keys[i].contains(&left) || keys[i].contains(&right))
+                .collect();
+            let mut key: BTreeSet<_> = [left, right].into();
+            for i in linked.into_iter().rev() {
+                key.extend(keys.swap_remove(i));
+            }
+            keys.push(key);
+        }
+        let schema_of = |table: usize| tables[table].schema.clone();
+        let key = keys.into_iter().find_map(|key| {
+            // One column per frame, all of one integer type.
+            let frames: BTreeSet<usize> = key.iter().map(|(t, _)| *t).collect();
+            let types: BTreeSet<DataType> = key
+                .iter()
+                .map(|(t, c)| {
+                    schema_of(*t)
+                        .and_then(|s| s.field_with_name(c).ok().map(|f| f.data_type().clone()))
+                })
+                .collect::<Option<_>>()?;
+            let integer = matches!(
+                types.iter().next(),
+                Some(DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64)
+            );
+            if frames.len() != key.len() || types.len() != 1 || !integer {
+                return None;
+            }
+            let (_, column) = key.iter().find(|(t, _)| *t == largest)?;
+            let column = column.clone();
+            let key_scan = |node: &dyn ExecutionPlan| {
+                let scan = scans.iter().find(|s| {
+                    std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(&s.exec))
+                })?;
+                let (_, column) = key.iter().find(|(t, _)| tables[*t].name == scan.frame)?;
+                Some(node.schema().index_of(column).into_iter().collect())
+            };
+            let kind = merge_kind(physical, Splitting::Keys(&key_scan))?;
+            Some((key.clone(), column, kind))
+        });
+        let (key, column, kind) = key?;
+        // As for a join split by cells: a fragment per bee and core, or as the cap says.
+        let config = self.pool.config();
+        let parts = match self.fragment_cap {
+            None => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                config.bees.min(cores)
+            }
+            Some(cap) => {
+                let limit = leafcutter::fragment_limit(config.budget, Some(cap), true);
+                let bytes: u64 = tables[largest].cells.iter().map(|c| c.size).sum();
+                config
+                    .bees
+                    .max(usize::try_from(bytes.div_ceil(limit)).unwrap_or(usize::MAX))
+            }
+        };
+        // More ranges than the largest frame has cells would only cut cells that every
+        // fragment over them reads anyway.
+        let parts = parts.min(tables[largest].cells.len());
+        let bounds_of = |meta: &CellMeta, column: &str| {
+            let stats = meta.stats.get(column)?;
+            let bound = |v: &Option<serde_json::Value>| match v.as_ref()? {
+                serde_json::Value::Number(n) => n.as_i64(),
+                serde_json::Value::String(s) => s.parse().ok(),
+                _ => None,
+            };
+            Some((bound(&stats.min)?, bound(&stats.max)?, stats.null_count))
+        };
+        let spread: Vec<(i64, i64, u64)> = metas[largest]
+            .iter()
+            .map(|m| bounds_of(m, &column).map(|(lo, hi, _)| (lo, hi, m.rows)))
+            .collect::<Option<_>>()?;
+        let bounds = leafcutter::key_bounds(&spread, parts);
+        if bounds.is_empty() {
+            return None;
+        }
+        let keys: Vec<(usize, String)> = key.into_iter().collect();
+        let columns: Vec<KeyColumn> = keys
+            .iter()
+            .map(|(t, c)| KeyColumn {
+                table: tables[*t].name.clone(),
+                column: c.clone(),
+            })
+            .collect();
+        let mut edges: Vec<Option<i64>> = vec![None];
+        edges.extend(bounds.into_iter().map(Some));
+        edges.push(None);
+        let fragments = edges
+            .windows(2)
+            .map(|w| {
+                let range = KeyRange {
+                    columns: columns.clone(),
+                    low: w[0],
+                    high: w[1],
+                };
+                let cells = keys
+                    .iter()
+                    .map(|(t, c)| {
+                        let may_hold = |meta: &CellMeta| match bounds_of(meta, c) {
+                            Some((min, max, nulls)) => {
+                                (range.low.is_none_or(|low| max >= low)
+                                    && range.high.is_none_or(|high| min < high))
+                                    || (range.low.is_none() && nulls > 0)
+                            }
+                            None => true,
+                        };
+                        let cells = &tables[*t].cells;
+                        let mut kept: Vec<CellRef> = cells
+                            .iter()
+                            .zip(&metas[*t])
+                            .filter(|(_, meta)| may_hold(meta))
+                            .map(|(cell, _)| *cell)
+                            .collect();
+                        // A chamber knows a keyed frame's scans by their cells: keep one,
+                        // whose rows the range filters out.
+                        if kept.is_empty() {
+                            kept.extend(cells.first());
+                        }
+                        kept
+                    })
+                    .collect();
+                (range, cells)
+            })
+            .collect::<Vec<(KeyRange, Vec<Vec<CellRef>>)>>();
+        // Each fragment decodes every cell it is given, and filters the rows of other
+        // ranges out: the split pays only where the ranges keep the fragments' cells apart
+        // (frames written in key order). It must save at least half of the reading that
+        // giving every fragment every cell would add.
+        let size = |cells: &[CellRef]| cells.iter().map(|c| c.size).sum::<u64>();
+        let whole: u64 = keys.iter().map(|(t, _)| size(&tables[*t].cells)).sum();
+        let read: u64 = fragments
+            .iter()
+            .flat_map(|(_, cells)| cells.iter().map(|c| size(c)))
+            .sum();
+        let extra = whole.saturating_mul(fragments.len() as u64 - 1);
+        if read.saturating_sub(whole) > extra / 2 {
+            return None;
+        }
+        Some(Plan::Keyed {
+            kind,
+            keys,
+            fragments,
+        })
     }
 
     /// Statements the host answers itself; `None` for everything else.
@@ -1253,6 +1532,16 @@ impl PruningStatistics for CellStatistics<'_> {
     ) -> Option<BooleanArray> {
         None
     }
+}
+
+/// EXPLAIN's line for how a split statement's partial results are merged.
+fn merge_line(kind: MergeKind) -> String {
+    let place = if kind == MergeKind::Concatenate {
+        "on the host"
+    } else {
+        "in a chamber"
+    };
+    format!("{} {place}", kind.describe())
 }
 
 /// Partial results held by the host, served to the merge chamber as whole streams.

@@ -77,6 +77,9 @@ fn tpch_lake(rt: &tokio::runtime::Runtime) -> TpchLake {
             .expect("open");
         lake.create_hive("tpch", false).await.expect("hive");
         lake.create_box("tpch", "part", false).await.expect("box");
+        lake.create_box("tpch", "ordered", false)
+            .await
+            .expect("box");
         for table in TABLES {
             let batches = read_parquet(&tpch(table));
             let schema = batches[0].schema();
@@ -98,6 +101,22 @@ fn tpch_lake(rt: &tokio::runtime::Runtime) -> TpchLake {
             lake.write(&name, &batches, WriteMode::Append)
                 .await
                 .expect("write");
+            // In `tpch.ordered`, lineitem and orders are three cells each, written in order
+            // key order as the files hold them.
+            let name = format!("tpch.ordered.{table}");
+            lake.create_frame(&name, &schema, &[], false)
+                .await
+                .expect("frame");
+            let cells = if ["lineitem", "orders"].contains(&table) {
+                3
+            } else {
+                1
+            };
+            for chunk in batches.chunks(batches.len().div_ceil(cells)) {
+                lake.write(&name, chunk, WriteMode::Append)
+                    .await
+                    .expect("write");
+            }
         }
         lake
     });
@@ -306,6 +325,67 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
             "{} of {}",
             q12.cells_scanned,
             q12.cells_total
+        );
+    });
+}
+
+#[test]
+fn joins_on_the_order_key_split_by_its_ranges_where_cells_follow_it() {
+    let _serial = serial();
+    let rt = runtime();
+    let lake = tpch_lake(&rt);
+    rt.block_on(async {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut session = QuerySession::new(lake.lake.clone(), pool());
+        session.sql("USE tpch.ordered").await.expect("use");
+        // Lineitem read twice or three times, or only looked up: split by order key ranges,
+        // a fragment per bee and core.
+        for name in ["q4", "q18", "q21"] {
+            let sql = tpch_query(name);
+            let output = session
+                .sql(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(output.fragments.len(), cores.min(2), "{name}");
+            if cores > 1 {
+                let merge = output.merge.as_ref().expect("merged");
+                assert_eq!(merge.kind, MergeKind::FinalAggregate, "{name}");
+                // Each fragment reads some of lineitem's three cells and orders' three.
+                for run in &output.fragments {
+                    assert!(run.cells < 6 + 4, "{name}: {} cells", run.cells);
+                }
+            }
+            assert_eq!(pretty(&output.batches), native_tpch(sql).await, "{name}");
+        }
+        let explain = explain_plan(&mut session, tpch_query("q21")).await;
+        if cores > 1 {
+            assert!(
+                explain.contains(
+                    "2 fragments over ranges of the key l_orderkey of tpch.ordered.lineitem, \
+                     o_orderkey of tpch.ordered.orders"
+                ),
+                "{explain}"
+            );
+        }
+        // With a cap, a range per cell of lineitem, and no more.
+        let mut capped = QuerySession::new(lake.lake.clone(), pool()).with_max_fragment_bytes(1);
+        capped.sql("USE tpch.ordered").await.expect("use");
+        let q18 = tpch_query("q18");
+        let output = capped.sql(q18).await.expect("q18");
+        assert_eq!(output.fragments.len(), 3);
+        assert_eq!(pretty(&output.batches), native_tpch(q18).await);
+        // Keys that the cells do not keep apart: every fragment would read every cell, so
+        // the statement runs whole. Q13 joins by the customer key, which orders' cells mix;
+        // in `tpch.part`, the ship modes mix the order keys.
+        let q13 = tpch_query("q13");
+        let output = session.sql(q13).await.expect("q13");
+        assert_eq!(output.fragments.len(), 1);
+        assert_eq!(pretty(&output.batches), native_tpch(q13).await);
+        session.sql("USE tpch.part").await.expect("use");
+        let explain = explain_plan(&mut session, tpch_query("q21")).await;
+        assert!(
+            explain.contains("1 fragment: the whole statement in one chamber"),
+            "{explain}"
         );
     });
 }

@@ -6,7 +6,7 @@
 //! the bee's hard budget, and a spill directory when the caller gives one. Result batches
 //! are handed to the caller's sink one at a time, as they are produced.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -38,11 +38,17 @@ use crate::udf::{FunctionCaller, FunctionSignature, register_functions};
 use crate::{ByteSource, CellId, EngineError, PeakMemoryPool, decode_ipc_chunks};
 
 mod joins;
+mod keys;
 mod planning;
 mod split;
 
+use keys::KeyRangeTable;
+pub use keys::{KeyColumn, KeyRange};
 pub use planning::PlanningScan;
-pub use split::{MergeKind, SplitScan, merge_kind, split_optimizer_rules};
+pub use split::{
+    JoinColumn, KeyScan, MergeKind, SplitScan, Splitting, equi_join_columns, merge_kind,
+    split_optimizer_rules,
+};
 use split::{Split, split};
 
 /// A fragment may spill this many times its memory pool to its scratch directory.
@@ -116,6 +122,10 @@ pub enum Stage {
         /// The table (as in [`TableCells::name`]) whose cells are split.
         split: String,
     },
+    /// The part below the cut, over the rows of this key range in every scan of the keyed
+    /// tables; the task holds the cells of the keyed tables that may have such rows, and all
+    /// the cells of its other tables.
+    Keyed(KeyRange),
     /// The part above the cut, over the partial results: one Arrow IPC stream per
     /// fragment, read whole through the byte source under these handles. The statement's
     /// tables need schemas only.
@@ -300,8 +310,13 @@ async fn attempt(
         Arc::new(CellStore::new(source.clone(), all_cells)),
     );
 
+    let range = match &task.stage {
+        Stage::Keyed(range) => Some(range),
+        _ => None,
+    };
     for table in &task.tables {
-        register_table(&ctx, table).await?;
+        let key = range.and_then(|range| Some((range.column_of(&table.name)?, range)));
+        register_table(&ctx, table, key).await?;
     }
 
     let frame = ctx.sql(&task.sql).await?;
@@ -311,7 +326,23 @@ async fn attempt(
         Stage::Partial { split } => {
             let cells = split_cells(task, split)?;
             let is_split_scan = |node: &dyn ExecutionPlan| scans_cells_of(node, &cells);
-            let split = cut(&frame.create_physical_plan().await?, Some(&is_split_scan))?;
+            let split = cut(
+                &frame.create_physical_plan().await?,
+                Some(Splitting::Cells(&is_split_scan)),
+            )?;
+            summary.merge = Some(split.kind);
+            split.partial
+        }
+        Stage::Keyed(range) => {
+            let keyed = keyed_cells(task, range);
+            let key_scan = |node: &dyn ExecutionPlan| {
+                let column = scanned_cells(node).find_map(|id| keyed.get(&id))?;
+                Some(node.schema().index_of(column).into_iter().collect())
+            };
+            let split = cut(
+                &frame.create_physical_plan().await?,
+                Some(Splitting::Keys(&key_scan)),
+            )?;
             summary.merge = Some(split.kind);
             split.partial
         }
@@ -381,28 +412,36 @@ fn split_cells(task: &FragmentTask, name: &str) -> Result<HashSet<CellId>, Engin
         })
 }
 
+/// The key column of each cell of a keyed table.
+fn keyed_cells<'a>(task: &'a FragmentTask, range: &'a KeyRange) -> HashMap<CellId, &'a str> {
+    task.tables
+        .iter()
+        .filter_map(|t| Some((t, range.column_of(&t.name)?)))
+        .flat_map(|(t, column)| t.cells.iter().map(move |c| (c.id, column)))
+        .collect()
+}
+
 /// Whether `node` scans some of `cells`.
 fn scans_cells_of(node: &dyn ExecutionPlan, cells: &HashSet<CellId>) -> bool {
+    scanned_cells(node).any(|id| cells.contains(&id))
+}
+
+/// The cells `node` scans, when it is a scan of cells.
+fn scanned_cells(node: &dyn ExecutionPlan) -> impl Iterator<Item = CellId> + '_ {
     node.downcast_ref::<DataSourceExec>()
         .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
-        .is_some_and(|config| {
-            config
-                .file_groups
-                .iter()
-                .flat_map(|group| group.iter())
-                .any(|file| {
-                    parse_cell_path(&file.object_meta.location)
-                        .is_some_and(|id| cells.contains(&id))
-                })
-        })
+        .into_iter()
+        .flat_map(|config| config.file_groups.iter())
+        .flat_map(|group| group.iter())
+        .filter_map(|file| parse_cell_path(&file.object_meta.location))
 }
 
 /// The cut of a statement a partial or merge task was given.
 fn cut(
     plan: &Arc<dyn ExecutionPlan>,
-    split_scan: Option<SplitScan<'_>>,
+    splitting: Option<Splitting<'_>>,
 ) -> Result<Split, EngineError> {
-    split(plan, split_scan)?.ok_or_else(|| {
+    split(plan, splitting)?.ok_or_else(|| {
         EngineError::Internal(
             "the statement was sent in parts but its plan cannot be cut (a bug in the host)".into(),
         )
@@ -438,7 +477,12 @@ fn read_partial(
         .collect()
 }
 
-async fn register_table(ctx: &SessionContext, table: &TableCells) -> Result<(), EngineError> {
+/// Register `table` in `ctx`; with `key`, its scans keep only the rows of that key range.
+async fn register_table(
+    ctx: &SessionContext,
+    table: &TableCells,
+    key: Option<(&str, &KeyRange)>,
+) -> Result<(), EngineError> {
     let provider: Arc<dyn TableProvider> = match (&table.schema, table.cells.is_empty()) {
         (Some(schema), true) => Arc::new(MemTable::try_new(schema.clone(), vec![vec![]])?),
         (None, true) => {
@@ -463,6 +507,10 @@ async fn register_table(ctx: &SessionContext, table: &TableCells) -> Result<(), 
             };
             Arc::new(ListingTable::try_new(config)?)
         }
+    };
+    let provider = match key {
+        Some((column, range)) => Arc::new(KeyRangeTable::new(provider, column, range)?),
+        None => provider,
     };
     ctx.register_table(table_reference(ctx, &table.name)?, provider)?;
     Ok(())

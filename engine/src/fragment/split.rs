@@ -28,20 +28,43 @@
 
 use std::sync::Arc;
 
-use datafusion::common::JoinType;
+use arrow::datatypes::SchemaRef;
+use datafusion::common::{JoinSide, JoinType, NullEquality};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::utils::build_join_schema;
 use datafusion::physical_plan::joins::{
     CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec,
 };
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 
 /// Tells whether a leaf of a plan is the scan of the frame whose cells are split.
 pub type SplitScan<'a> = &'a dyn Fn(&dyn ExecutionPlan) -> bool;
+
+/// For a leaf of a plan that scans a frame split by key ranges, the positions of the key
+/// column among the leaf's columns (none when the scan does not read it); `None` for any
+/// other leaf.
+pub type KeyScan<'a> = &'a dyn Fn(&dyn ExecutionPlan) -> Option<Vec<usize>>;
+
+/// How a statement's rows are divided between its fragments.
+#[derive(Clone, Copy)]
+pub enum Splitting<'a> {
+    /// Each fragment reads some of the cells of one scan's frame and the other frames
+    /// whole.
+    Cells(SplitScan<'a>),
+    /// Each fragment reads the rows of the keyed frames (every scan of them) whose key falls
+    /// in its range, and the other frames whole. The keys are equal across the joins that
+    /// link the keyed scans, so rows that meet in a join meet in the same fragment.
+    Keys(KeyScan<'a>),
+}
 
 /// How the partial results of a split statement become its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -118,10 +141,10 @@ impl Split {
     }
 }
 
-/// How `plan` would be merged if the cells of the frame `split_scan` recognises were split,
-/// or `None` when it runs whole.
-pub fn merge_kind(plan: &Arc<dyn ExecutionPlan>, split_scan: SplitScan<'_>) -> Option<MergeKind> {
-    split(plan, Some(split_scan)).ok().flatten().map(|s| s.kind)
+/// How `plan` would be merged if its rows were divided as `splitting` says, or `None` when
+/// it runs whole.
+pub fn merge_kind(plan: &Arc<dyn ExecutionPlan>, splitting: Splitting<'_>) -> Option<MergeKind> {
+    split(plan, Some(splitting)).ok().flatten().map(|s| s.kind)
 }
 
 /// The physical optimizer rules for plans that may be split: DataFusion's defaults without
@@ -135,12 +158,12 @@ pub fn split_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Syn
         .collect()
 }
 
-/// Cut `plan`, or `None` when it must run whole. With `split_scan`, the part below the cut
-/// must distribute over the split of that scan's cells; without it (in a merge, whose
-/// tables are empty) the cut is trusted to have been checked by the partial fragments.
+/// Cut `plan`, or `None` when it must run whole. With `splitting`, the part below the cut
+/// must distribute over that division of the rows; without it (in a merge, whose tables are
+/// empty) the cut is trusted to have been checked by the partial fragments.
 pub(crate) fn split(
     plan: &Arc<dyn ExecutionPlan>,
-    split_scan: Option<SplitScan<'_>>,
+    splitting: Option<Splitting<'_>>,
 ) -> Result<Option<Split>> {
     let path = chain(plan);
     // The chain's last node is its leaf, or the first node with several inputs (a join),
@@ -156,9 +179,14 @@ pub(crate) fn split(
         Some(cut) => path.get(cut + 1),
         None => path.first(),
     };
-    if let (Some(split_scan), Some(below)) = (split_scan, below)
-        && !distributes(below, split_scan, false)
-    {
+    let divides = |below| match splitting {
+        Some(Splitting::Cells(split_scan)) => distributes(below, split_scan, false),
+        Some(Splitting::Keys(key_scan)) => {
+            matches!(co_partitioned(below, key_scan, false), Some(Part::Split(_)))
+        }
+        None => true,
+    };
+    if below.is_some_and(|below| !divides(below)) {
         return Ok(None);
     }
     let Some(cut) = cut else {
@@ -252,6 +280,269 @@ fn reaches(node: &Arc<dyn ExecutionPlan>, split_scan: SplitScan<'_>) -> bool {
         return split_scan(node.as_ref());
     }
     children.into_iter().any(|child| reaches(child, split_scan))
+}
+
+/// How the rows of a subtree divide between fragments split by key ranges.
+enum Part {
+    /// It reads no keyed frame: every fragment computes all of it.
+    Whole,
+    /// Every row is computed by exactly one fragment, the one whose range holds the row's
+    /// key; these output columns hold that key (none when no column does).
+    Split(Vec<usize>),
+}
+
+/// How `node`'s rows divide when the keyed scans `key_scan` recognises are split by key
+/// ranges, or `None` when the fragments' rows together would not be its rows.
+/// `under_merge_join`: a sort-merge join is above, on the path.
+fn co_partitioned(
+    node: &Arc<dyn ExecutionPlan>,
+    key_scan: KeyScan<'_>,
+    under_merge_join: bool,
+) -> Option<Part> {
+    let children = node.children();
+    if children.is_empty() {
+        return match key_scan(node.as_ref()) {
+            Some(keys) => is_row_local(node.as_ref()).then_some(Part::Split(keys)),
+            None => Some(Part::Whole),
+        };
+    }
+    let below_merge_join = under_merge_join || node.as_ref().is::<SortMergeJoinExec>();
+    let parts = children
+        .iter()
+        .map(|child| co_partitioned(child, key_scan, below_merge_join))
+        .collect::<Option<Vec<_>>>()?;
+    if parts.iter().all(|part| matches!(part, Part::Whole)) {
+        return Some(Part::Whole);
+    }
+    let node = node.as_ref();
+    let keys = match parts.as_slice() {
+        [Part::Split(keys)] => {
+            let passes = is_row_local(node)
+                || (under_merge_join && is_full_sort(node))
+                || groups_by_key(node, keys);
+            if !passes {
+                return None;
+            }
+            keys_through(node, &[keys, &[]])
+        }
+        [left, right] => {
+            if node.fetch().is_some() {
+                return None;
+            }
+            match (left, right) {
+                (Part::Split(keys), Part::Whole) => {
+                    keeps_rows_of(node, 0).then(|| keys_through(node, &[keys, &[]]))?
+                }
+                (Part::Whole, Part::Split(keys)) => {
+                    keeps_rows_of(node, 1).then(|| keys_through(node, &[&[], keys]))?
+                }
+                (Part::Split(left), Part::Split(right)) => {
+                    let join_type = joined_on_keys(node, left, right)?;
+                    // An outer join's missing side is null where nothing matched, so only
+                    // the preserved side's columns still hold every row's key.
+                    let (left, right): (&[usize], &[usize]) = match join_type {
+                        JoinType::Inner => (left, right),
+                        JoinType::Left
+                        | JoinType::LeftSemi
+                        | JoinType::LeftAnti
+                        | JoinType::LeftMark => (left, &[]),
+                        JoinType::Right
+                        | JoinType::RightSemi
+                        | JoinType::RightAnti
+                        | JoinType::RightMark => (&[], right),
+                        JoinType::Full => (&[], &[]),
+                    };
+                    keys_through(node, &[left, right])
+                }
+                (Part::Whole, Part::Whole) => return Some(Part::Whole),
+            }
+        }
+        _ => return None,
+    };
+    Some(Part::Split(keys))
+}
+
+/// Whether `node` is an aggregation grouping by one of the input columns `keys`: then each
+/// group's rows are all in one fragment, and its groups are its own.
+fn groups_by_key(node: &dyn ExecutionPlan, keys: &[usize]) -> bool {
+    let Some(agg) = node.downcast_ref::<AggregateExec>() else {
+        return false;
+    };
+    agg.limit_options().is_none()
+        && agg.group_expr().is_single()
+        && agg.group_expr().expr().iter().any(|(expr, _)| {
+            expr.as_ref()
+                .downcast_ref::<Column>()
+                .is_some_and(|column| keys.contains(&column.index()))
+        })
+}
+
+/// The join type of `node` when it is an equi-join of two keyed inputs on their keys
+/// (`left` and `right` are the key columns of each input): rows that can match then have
+/// equal keys, so they are in the same fragment. Nulls never match (a null key's rows are
+/// all in the first fragment, but they must not meet other inputs' null keys).
+fn joined_on_keys(node: &dyn ExecutionPlan, left: &[usize], right: &[usize]) -> Option<JoinType> {
+    let (on, join_type, null_equality) = if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+        (join.on(), *join.join_type(), join.null_equality())
+    } else if let Some(join) = node.downcast_ref::<SortMergeJoinExec>() {
+        (join.on(), join.join_type(), join.null_equality())
+    } else {
+        return None;
+    };
+    let column =
+        |expr: &Arc<dyn PhysicalExpr>| expr.as_ref().downcast_ref::<Column>().map(Column::index);
+    let on_keys = on.iter().any(|(l, r)| {
+        column(l).is_some_and(|l| left.contains(&l))
+            && column(r).is_some_and(|r| right.contains(&r))
+    });
+    (on_keys && null_equality == NullEquality::NullEqualsNothing).then_some(join_type)
+}
+
+/// The output columns of `node` that are one of the columns `keys[i]` of its input `i`.
+fn keys_through(node: &dyn ExecutionPlan, keys: &[&[usize]; 2]) -> Vec<usize> {
+    (0..node.schema().fields().len())
+        .filter(|&i| {
+            input_column(node, i)
+                .is_some_and(|(input, column)| keys.get(input).is_some_and(|k| k.contains(&column)))
+        })
+        .collect()
+}
+
+/// Which input column the output column `index` of `node` is, unchanged: `(input, column)`.
+/// `None` for a computed column, and for operators this does not know.
+fn input_column(node: &dyn ExecutionPlan, index: usize) -> Option<(usize, usize)> {
+    let column =
+        |expr: &Arc<dyn PhysicalExpr>| expr.as_ref().downcast_ref::<Column>().map(Column::index);
+    let joined = |left: &SchemaRef, right: &SchemaRef, join_type: &JoinType, index: usize| {
+        let (_, indices) = build_join_schema(left, right, join_type);
+        indices.get(index).and_then(|c| match c.side {
+            JoinSide::Left => Some((0, c.index)),
+            JoinSide::Right => Some((1, c.index)),
+            JoinSide::None => None,
+        })
+    };
+    let projected = |projection: Option<&[usize]>, index: usize| match projection {
+        Some(projection) => projection.get(index).copied(),
+        None => Some(index),
+    };
+    if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+        return projection
+            .expr()
+            .get(index)
+            .and_then(|e| column(&e.expr))
+            .map(|c| (0, c));
+    }
+    if let Some(filter) = node.downcast_ref::<FilterExec>() {
+        return projected(filter.projection().as_deref(), index).map(|c| (0, c));
+    }
+    if let Some(agg) = node.downcast_ref::<AggregateExec>() {
+        let groups = agg.group_expr();
+        return groups
+            .is_single()
+            .then(|| groups.expr().get(index))
+            .flatten()
+            .and_then(|(e, _)| column(e))
+            .map(|c| (0, c));
+    }
+    if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+        let index = projected(join.projection.as_deref(), index)?;
+        return joined(
+            &join.left().schema(),
+            &join.right().schema(),
+            join.join_type(),
+            index,
+        );
+    }
+    if let Some(join) = node.downcast_ref::<SortMergeJoinExec>() {
+        return joined(
+            &join.left().schema(),
+            &join.right().schema(),
+            &join.join_type(),
+            index,
+        );
+    }
+    if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() {
+        let index = projected(join.projection().as_deref(), index)?;
+        return joined(
+            &join.left().schema(),
+            &join.right().schema(),
+            join.join_type(),
+            index,
+        );
+    }
+    if let Some(join) = node.downcast_ref::<CrossJoinExec>() {
+        let left = join.left().schema().fields().len();
+        return Some(if index < left {
+            (0, index)
+        } else {
+            (1, index - left)
+        });
+    }
+    let passes_rows_through = matches!(
+        node.name(),
+        "CoalesceBatchesExec"
+            | "CooperativeExec"
+            | "SortExec"
+            | "RepartitionExec"
+            | "CoalescePartitionsExec"
+            | "SortPreservingMergeExec"
+    );
+    (passes_rows_through && node.children().len() == 1).then_some((0, index))
+}
+
+/// A column a plan's equi-joins compare, traced down to the leaf it is read from.
+#[derive(Debug, Clone)]
+pub struct JoinColumn {
+    /// The leaf (a scan) the column comes from, unchanged.
+    pub leaf: Arc<dyn ExecutionPlan>,
+    /// The column's position among the leaf's columns.
+    pub column: usize,
+}
+
+/// The pairs of scan columns `plan`'s equi-joins compare for equality (where both sides are
+/// a scan's column, passed up unchanged): the candidates for keys to split frames by.
+pub fn equi_join_columns(plan: &Arc<dyn ExecutionPlan>) -> Vec<(JoinColumn, JoinColumn)> {
+    let mut pairs = Vec::new();
+    let mut stack = vec![plan.clone()];
+    while let Some(node) = stack.pop() {
+        let on = if let Some(join) = node.as_ref().downcast_ref::<HashJoinExec>() {
+            join.on()
+        } else if let Some(join) = node.as_ref().downcast_ref::<SortMergeJoinExec>() {
+            join.on()
+        } else {
+            &[]
+        };
+        let children = node.children();
+        for (l, r) in on {
+            let origin = |expr: &Arc<dyn PhysicalExpr>, side: usize| {
+                let index = expr.as_ref().downcast_ref::<Column>()?.index();
+                origin(children.get(side)?, index)
+            };
+            if let (Some(l), Some(r)) = (origin(l, 0), origin(r, 1)) {
+                pairs.push((l, r));
+            }
+        }
+        stack.extend(children.into_iter().cloned());
+    }
+    pairs
+}
+
+/// The leaf column the output column `index` of `node` is read from, unchanged.
+fn origin(node: &Arc<dyn ExecutionPlan>, index: usize) -> Option<JoinColumn> {
+    let mut node = node.clone();
+    let mut index = index;
+    loop {
+        if node.children().is_empty() {
+            return Some(JoinColumn {
+                leaf: node,
+                column: index,
+            });
+        }
+        let (input, column) = input_column(node.as_ref(), index)?;
+        let child = node.children().get(input).map(|c| (*c).clone())?;
+        node = child;
+        index = column;
+    }
 }
 
 /// A sort of all its input: below a sort-merge join, each fragment sorts its own rows, and

@@ -585,7 +585,7 @@ async fn merge_kind_of(sql: &str, others: &[TableCells]) -> Option<MergeKind> {
     let is_split_scan = |node: &dyn ExecutionPlan| {
         std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(leaf))
     };
-    merge_kind(&plan, &is_split_scan)
+    merge_kind(&plan, Splitting::Cells(&is_split_scan))
 }
 
 /// The split answer equals the whole answer for each grouping of the six cells of `sales`,
@@ -837,5 +837,268 @@ async fn windows_full_sorts_bare_limits_and_unions_are_not_split() {
         "SELECT id FROM sales UNION ALL SELECT id FROM sales",
     ] {
         assert_eq!(merge_kind_of(sql, &[]).await, None, "{sql}");
+    }
+}
+
+/// Returns of `sales`: 300 rows over two cells, keyed by `sale_id`, which is null in every
+/// 17th row and past the last sale in some.
+fn returns(cells: &MemCells) -> TableCells {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("sale_id", DataType::Int64, true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("qty", DataType::Int64, false),
+    ]));
+    let batch = |rows: Range<i64>| {
+        let ids: Vec<Option<i64>> = rows
+            .clone()
+            .map(|i| (i % 17 != 0).then_some(i * 7 % 260))
+            .collect();
+        let reasons: Vec<&str> = rows
+            .clone()
+            .map(|i| ["late", "broken"][(i % 2) as usize])
+            .collect();
+        let qty: Vec<i64> = rows.map(|i| i % 5).collect();
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(reasons)),
+                Arc::new(Int64Array::from(qty)),
+            ],
+        )
+        .expect("batch")
+    };
+    TableCells {
+        name: "returns".into(),
+        cells: vec![
+            cells.add(600, &batch(0..150)),
+            cells.add(601, &batch(150..300)),
+        ],
+        schema: Some(schema.clone()),
+    }
+}
+
+/// The ranges `bounds` cut the keys into.
+fn key_ranges(columns: &[KeyColumn], bounds: &[i64]) -> Vec<KeyRange> {
+    let mut edges: Vec<Option<i64>> = vec![None];
+    edges.extend(bounds.iter().copied().map(Some));
+    edges.push(None);
+    edges
+        .windows(2)
+        .map(|w| KeyRange {
+            columns: columns.to_vec(),
+            low: w[0],
+            high: w[1],
+        })
+        .collect()
+}
+
+/// Run `sql` over `tables` split by `ranges`: one keyed task per range, then the merge.
+async fn run_keyed(
+    sql: &str,
+    cells: &Arc<MemCells>,
+    tables: &[TableCells],
+    ranges: &[KeyRange],
+) -> Result<(String, MergeKind), EngineError> {
+    let mut inputs = Vec::new();
+    let mut kinds = Vec::new();
+    for (i, range) in ranges.iter().enumerate() {
+        let mut partial = task(sql, tables.to_vec());
+        partial.stage = Stage::Keyed(range.clone());
+        let mut sink = Collect::default();
+        let summary = execute_fragment(
+            &partial,
+            cells.clone(),
+            Arc::new(crate::NoFunctions),
+            &mut sink,
+        )
+        .await?;
+        kinds.push(summary.merge.expect("a partial reports its merge"));
+        let schema = sink.schema.expect("schema");
+        let mut chunker = IpcChunker::new(&schema)?;
+        let mut bytes = Vec::new();
+        for batch in &sink.batches {
+            bytes.extend(chunker.chunk(batch)?);
+        }
+        bytes.extend(chunker.finish()?);
+        inputs.push(cells.add_bytes(2000 + i as CellId, bytes));
+    }
+    assert!(kinds.windows(2).all(|w| w[0] == w[1]), "{kinds:?}");
+    let empty: Vec<TableCells> = tables
+        .iter()
+        .map(|t| TableCells {
+            cells: Vec::new(),
+            ..t.clone()
+        })
+        .collect();
+    let mut merge = task(sql, empty);
+    merge.stage = Stage::Merge { inputs };
+    Ok((run(&merge, cells.clone()).await?, kinds[0]))
+}
+
+/// How a statement split by the key `columns` would be merged, as the host sees it.
+async fn keyed_merge_kind_of(
+    sql: &str,
+    tables: &[TableCells],
+    columns: &[KeyColumn],
+) -> Option<MergeKind> {
+    let config = SessionConfig::new().with_target_partitions(1);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rules(split_optimizer_rules())
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    let mut keyed = Vec::new();
+    for table in tables {
+        let planned = Arc::new(Planned {
+            schema: table.schema.clone().expect("a schema"),
+            leaves: Mutex::new(Vec::new()),
+        });
+        ctx.register_table(table.name.as_str(), planned.clone())
+            .expect("register");
+        if let Some(k) = columns.iter().find(|k| k.table == table.name) {
+            keyed.push((planned, k.column.clone()));
+        }
+    }
+    let plan = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .create_physical_plan()
+        .await
+        .expect("physical plan");
+    let leaves: Vec<(Arc<dyn ExecutionPlan>, String)> = keyed
+        .iter()
+        .flat_map(|(t, column)| {
+            let leaves = t.leaves.lock().expect("lock").clone();
+            leaves.into_iter().map(move |l| (l, column.clone()))
+        })
+        .collect();
+    let key_scan = |node: &dyn ExecutionPlan| {
+        let (leaf, column) = leaves.iter().find(|(leaf, _)| {
+            std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(leaf))
+        })?;
+        Some(leaf.schema().index_of(column).into_iter().collect())
+    };
+    merge_kind(&plan, Splitting::Keys(&key_scan))
+}
+
+fn sales_and_returns_keys() -> Vec<KeyColumn> {
+    vec![
+        KeyColumn {
+            table: "sales".into(),
+            column: "id".into(),
+        },
+        KeyColumn {
+            table: "returns".into(),
+            column: "sale_id".into(),
+        },
+    ]
+}
+
+#[tokio::test]
+async fn statements_that_read_a_frame_twice_split_by_the_key_their_joins_compare() {
+    let (cells, refs) = six_cells();
+    let tables = [table_of(refs), returns(&cells), regions(&cells)];
+    let keys = sales_and_returns_keys();
+    for (sql, expected) in [
+        // Read twice, joined on the key.
+        (
+            "SELECT a.region, count(*) AS n, sum(b.amount) AS s FROM sales a \
+             JOIN sales b ON a.id = b.id AND a.region = b.region GROUP BY a.region \
+             ORDER BY a.region",
+            MergeKind::FinalAggregate,
+        ),
+        // Each keyed frame on the side of a semi or anti join that is looked up.
+        (
+            "SELECT reason, count(*) AS n FROM returns r WHERE EXISTS \
+             (SELECT 1 FROM sales s WHERE s.id = r.sale_id AND s.amount > 20) \
+             AND NOT EXISTS (SELECT 1 FROM sales s2 WHERE s2.id = r.sale_id AND s2.region = 'east') \
+             GROUP BY reason ORDER BY reason",
+            MergeKind::FinalAggregate,
+        ),
+        (
+            "SELECT region, count(*) AS n FROM sales WHERE id IN \
+             (SELECT sale_id FROM returns WHERE qty > 2) GROUP BY region ORDER BY region",
+            MergeKind::FinalAggregate,
+        ),
+        // Aggregated by the key below a join, as TPC-H Q18 and Q17 do.
+        (
+            "SELECT r_manager, count(*) AS n, sum(q) AS q FROM sales s \
+             JOIN (SELECT sale_id, sum(qty) AS q FROM returns GROUP BY sale_id HAVING sum(qty) > 2) r \
+             ON r.sale_id = s.id JOIN regions ON r_region = s.region \
+             GROUP BY r_manager ORDER BY r_manager",
+            MergeKind::FinalAggregate,
+        ),
+        // The keyed frame a left join adds nulls for, then counted twice, as TPC-H Q13.
+        (
+            "SELECT c, count(*) AS sales FROM (SELECT s.id, count(r.sale_id) AS c FROM sales s \
+             LEFT JOIN returns r ON r.sale_id = s.id AND r.reason = 'late' GROUP BY s.id) t \
+             GROUP BY c ORDER BY c",
+            MergeKind::FinalAggregate,
+        ),
+        // Null keys go to one fragment only.
+        (
+            "SELECT count(*) AS n, count(s.id) AS matched, sum(qty) AS q FROM returns r \
+             LEFT JOIN sales s ON s.id = r.sale_id",
+            MergeKind::FinalAggregate,
+        ),
+        (
+            "SELECT r.sale_id, r.qty, s.amount FROM returns r FULL JOIN sales s \
+             ON s.id = r.sale_id WHERE r.qty = 4 OR s.id % 50 = 0",
+            MergeKind::Concatenate,
+        ),
+        (
+            "SELECT s.id, sum(r.qty) AS q FROM sales s JOIN returns r ON r.sale_id = s.id \
+             GROUP BY s.id ORDER BY q DESC, s.id LIMIT 5",
+            MergeKind::FinalAggregate,
+        ),
+    ] {
+        assert_eq!(
+            keyed_merge_kind_of(sql, &tables, &keys).await,
+            Some(expected),
+            "{sql}"
+        );
+        let (_, mut whole) = run_summarised(&task(sql, tables.to_vec()), cells.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        for bounds in [&[120][..], &[1, 100, 230], &[-5, 7, 8, 9, 500]] {
+            let ranges = key_ranges(&keys, bounds);
+            let (mut split, kind) = run_keyed(sql, &cells, &tables, &ranges)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert_eq!(kind, expected, "{sql}");
+            if kind == MergeKind::Concatenate {
+                split = sorted_lines(&split);
+                whole = sorted_lines(&whole);
+            }
+            assert_eq!(split, whole, "{sql} split at {bounds:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn rows_that_meet_outside_the_key_are_not_split_by_it() {
+    let (cells, refs) = six_cells();
+    let tables = [table_of(refs), returns(&cells), regions(&cells)];
+    let keys = sales_and_returns_keys();
+    for sql in [
+        // Joined on another column.
+        "SELECT count(*) AS n FROM sales a JOIN sales b ON a.region = b.region",
+        "SELECT count(*) AS n FROM sales s JOIN returns r ON r.qty = s.id % 5",
+        // Aggregated by another column below a join.
+        "SELECT count(*) AS n FROM sales s JOIN \
+         (SELECT reason, max(sale_id) AS m FROM returns GROUP BY reason) r ON r.m = s.id",
+        // A whole aggregate compared with each row, as TPC-H Q22 does.
+        "SELECT count(*) AS n FROM sales WHERE amount > (SELECT avg(amount) FROM sales)",
+        // A keyed frame's rows joined to another keyed frame's by a key that is not theirs.
+        "SELECT count(*) AS n FROM sales s JOIN returns r ON r.sale_id = s.id + 1",
+    ] {
+        assert_eq!(
+            keyed_merge_kind_of(sql, &tables, &keys).await,
+            None,
+            "{sql}"
+        );
     }
 }

@@ -542,6 +542,18 @@ impl ChamberEngine {
             stage: match &fragment.stage {
                 Stage::Whole => types::Stage::Whole,
                 Stage::Partial { split } => types::Stage::Partial(split.clone()),
+                Stage::Keyed(range) => types::Stage::Keyed(types::KeyRange {
+                    columns: range
+                        .columns
+                        .iter()
+                        .map(|k| types::KeyColumn {
+                            table: k.table.clone(),
+                            column: k.column.clone(),
+                        })
+                        .collect(),
+                    low: range.low,
+                    high: range.high,
+                }),
                 Stage::Merge { inputs } => types::Stage::Merge(
                     inputs
                         .iter()
