@@ -216,6 +216,12 @@ impl Drop for BeePool {
         for bee in self.bees.drain(..) {
             let _ = bee.join();
         }
+        // The bees' scratch directories go with them, and the root when nothing else is in
+        // it: a process that runs one statement must not leave a directory behind.
+        for bee in 0..self.config.bees {
+            let _ = std::fs::remove_dir_all(self.config.scratch_root.join(format!("bee-{bee}")));
+        }
+        let _ = std::fs::remove_dir(&self.config.scratch_root);
     }
 }
 

@@ -290,6 +290,46 @@ fn a_fragment_that_runs_forever_stops_at_its_deadline_and_the_bee_is_reused() {
 }
 
 #[test]
+fn a_closed_pool_leaves_no_scratch_directory() {
+    let _serial = serial();
+    let root = tempfile::tempdir().expect("root");
+    let scratch = root.path().join("scratch");
+    let pool = BeePool::new(
+        engine(),
+        PoolConfig {
+            bees: 2,
+            budget: 256 * MIB,
+            deadline: Duration::from_secs(60),
+            scratch_root: scratch.clone(),
+        },
+    )
+    .expect("pool");
+    assert!(scratch.join("bee-1").is_dir());
+    let output = pool
+        .run(fragment("SELECT count(*) AS n FROM nation", &["nation"]))
+        .expect("runs");
+    assert_eq!(output.stats.rows, 1);
+    drop(pool);
+    assert!(!scratch.exists(), "{} is left", scratch.display());
+    // A root holding something else stays, without the bees' directories.
+    std::fs::create_dir_all(&scratch).expect("root");
+    std::fs::write(scratch.join("keep"), b"x").expect("file");
+    let pool = BeePool::new(
+        engine(),
+        PoolConfig {
+            bees: 1,
+            budget: 256 * MIB,
+            deadline: Duration::from_secs(60),
+            scratch_root: scratch.clone(),
+        },
+    )
+    .expect("pool");
+    drop(pool);
+    assert!(scratch.join("keep").is_file());
+    assert!(!scratch.join("bee-0").exists());
+}
+
+#[test]
 fn two_chambers_run_in_parallel() {
     let _serial = serial();
     let (pool, _scratch) = pool(engine(), 2, 512 * MIB, Duration::from_secs(120));
