@@ -14,7 +14,13 @@
 //! LIMIT, or a plain scan; see `apiary_engine::MergeKind`) runs as several fragments, one per
 //! group of cells cut by the [leafcutter](crate::leafcutter), on as many bees at once, and a
 //! merge in one more chamber over their partial results (plain scans are concatenated on the
-//! host). Everything else runs whole, in one chamber, with the statement unchanged.
+//! host). A statement that cannot be cut over its largest frame's cells (it reads that
+//! frame twice, or a join needs all its rows at once) may still be cut over ranges of a key
+//! its joins compare, such as `l_orderkey = o_orderkey`: every fragment reads one range's
+//! rows of each keyed frame, from the cells whose statistics allow that range, and the
+//! other frames whole. That is done only where the ranges keep the fragments' cells apart,
+//! as in frames written in key order. Everything else runs whole, in one chamber, with the
+//! statement unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -1156,21 +1162,20 @@ impl QuerySession {
             Some((key.clone(), column, kind))
         });
         let (key, column, kind) = key?;
-        // As for a join split by cells: a fragment per bee and core, or as the cap says.
+        // A fragment per bee and core (as for a join split by cells), or per bee with a cap;
+        // more when the largest frame's cells outgrow the budget's limit, since a key range
+        // holds only its part of every hash table, unlike a split by cells.
         let config = self.pool.config();
-        let parts = match self.fragment_cap {
+        let bees = match self.fragment_cap {
             None => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 config.bees.min(cores)
             }
-            Some(cap) => {
-                let limit = leafcutter::fragment_limit(config.budget, Some(cap), true);
-                let bytes: u64 = tables[largest].cells.iter().map(|c| c.size).sum();
-                config
-                    .bees
-                    .max(usize::try_from(bytes.div_ceil(limit)).unwrap_or(usize::MAX))
-            }
+            Some(_) => config.bees,
         };
+        let limit = leafcutter::fragment_limit(config.budget, self.fragment_cap, false);
+        let bytes: u64 = tables[largest].cells.iter().map(|c| c.size).sum();
+        let parts = bees.max(usize::try_from(bytes.div_ceil(limit)).unwrap_or(usize::MAX));
         // More ranges than the largest frame has cells would only cut cells that every
         // fragment over them reads anyway.
         let parts = parts.min(tables[largest].cells.len());
@@ -1192,6 +1197,11 @@ impl QuerySession {
             return None;
         }
         let keys: Vec<(usize, String)> = key.into_iter().collect();
+        // A chamber knows a keyed frame's scans by their cells: a frame pruned to none
+        // runs whole.
+        if keys.iter().any(|(t, _)| tables[*t].cells.is_empty()) {
+            return None;
+        }
         let columns: Vec<KeyColumn> = keys
             .iter()
             .map(|(t, c)| KeyColumn {

@@ -23,6 +23,13 @@
 //! functions, a full sort, a bare LIMIT) is not split: the statement runs whole in one
 //! chamber.
 //!
+//! A statement can also be split by ranges of a key ([`Splitting::Keys`]): every scan of
+//! the keyed frames keeps one range's rows. Then two keyed inputs may meet in any equi-join
+//! on their keys (rows that match have equal keys, so they are in the same fragment), and
+//! an aggregation grouping by the key distributes too, since each group is in one
+//! fragment. A keyed input still meets a frame read whole only as it would when split by
+//! cells. The cut above is found as before.
+//!
 //! Both the host (to plan and explain) and the chamber (to run) cut the same plan with the
 //! same rules, so the partial results a chamber emits are exactly what the merge expects.
 
