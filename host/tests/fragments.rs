@@ -39,6 +39,12 @@ const SELF_JOIN: &str = "SELECT count(*) AS pairs, sum(a.l_quantity) AS quantity
     max(b.l_shipdate) AS last_ship FROM lineitem a JOIN lineitem b \
     ON a.l_orderkey = b.l_orderkey AND a.l_linenumber = b.l_linenumber";
 
+/// Each line with the same line of the next order: joined on a computed order key, so not
+/// split by the key's ranges.
+const NEXT_ORDER_JOIN: &str = "SELECT count(*) AS pairs, sum(a.l_quantity) AS quantity, \
+    max(b.l_shipdate) AS last_ship FROM lineitem a JOIN lineitem b \
+    ON a.l_orderkey = b.l_orderkey + 1 AND a.l_linenumber = b.l_linenumber";
+
 const TOP: &str = "SELECT l_orderkey, l_linenumber, l_extendedprice FROM lineitem \
     ORDER BY l_extendedprice DESC, l_orderkey, l_linenumber LIMIT 10";
 
@@ -183,6 +189,8 @@ fn data_far_larger_than_a_bee_is_split_with_host_memory_bounded() {
         }
         let self_join = native.sql(SELF_JOIN).await.expect("plan").collect().await;
         let self_join = pretty(&self_join.expect("native self-join"));
+        let next_order = native.sql(NEXT_ORDER_JOIN).await.expect("plan").collect().await;
+        let next_order = pretty(&next_order.expect("native join"));
         drop(native);
 
         let mut session = QuerySession::new(Arc::new(lake), pool.clone());
@@ -251,14 +259,27 @@ fn data_far_larger_than_a_bee_is_split_with_host_memory_bounded() {
         assert!(text.contains("final aggregation"), "{text}");
         assert!(text.contains("bytes of partial results"), "{text}");
 
-        // The self-join's hash table does not fit a bee's pool: the fragment runs again
-        // with sort-merge joins, which spill to the bee's scratch directory, and answers as
-        // DataFusion does.
+        // The self-join on the order key is split by its ranges (the cells were written in
+        // key order): each fragment builds the hash table of its range only, which fits.
         let output = session
             .sql(SELF_JOIN)
             .await
             .unwrap_or_else(|e| panic!("{SELF_JOIN}: {e}"));
         assert_eq!(pretty(&output.batches), self_join);
+        assert!(output.fragments.len() >= 4, "{:?}", output.fragments);
+        for run in &output.fragments {
+            assert!(!run.stats.sort_merge_joins, "{}: {:?}", run.label, run.stats);
+            assert!(run.stats.peak_memory <= BUDGET, "{:?}", run.stats);
+        }
+
+        // Joined on a computed key, the self-join runs whole, and its hash table does not
+        // fit a bee's pool: the fragment runs again with sort-merge joins, which spill to
+        // the bee's scratch directory, and answers as DataFusion does.
+        let output = session
+            .sql(NEXT_ORDER_JOIN)
+            .await
+            .unwrap_or_else(|e| panic!("{NEXT_ORDER_JOIN}: {e}"));
+        assert_eq!(pretty(&output.batches), next_order);
         let [run] = output.fragments.as_slice() else {
             panic!("a join runs whole: {:?}", output.fragments);
         };

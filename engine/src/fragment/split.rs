@@ -377,11 +377,16 @@ fn groups_by_key(node: &dyn ExecutionPlan, keys: &[usize]) -> bool {
     };
     agg.limit_options().is_none()
         && agg.group_expr().is_single()
-        && agg.group_expr().expr().iter().any(|(expr, _)| {
-            expr.as_ref()
-                .downcast_ref::<Column>()
-                .is_some_and(|column| keys.contains(&column.index()))
-        })
+        && agg
+            .group_expr()
+            .expr()
+            .iter()
+            .any(|(expr, _)| column_index(expr).is_some_and(|c| keys.contains(&c)))
+}
+
+/// The input column `expr` is, when it is a bare column.
+fn column_index(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
+    expr.as_ref().downcast_ref::<Column>().map(Column::index)
 }
 
 /// The join type of `node` when it is an equi-join of two keyed inputs on their keys
@@ -396,11 +401,9 @@ fn joined_on_keys(node: &dyn ExecutionPlan, left: &[usize], right: &[usize]) -> 
     } else {
         return None;
     };
-    let column =
-        |expr: &Arc<dyn PhysicalExpr>| expr.as_ref().downcast_ref::<Column>().map(Column::index);
     let on_keys = on.iter().any(|(l, r)| {
-        column(l).is_some_and(|l| left.contains(&l))
-            && column(r).is_some_and(|r| right.contains(&r))
+        column_index(l).is_some_and(|l| left.contains(&l))
+            && column_index(r).is_some_and(|r| right.contains(&r))
     });
     (on_keys && null_equality == NullEquality::NullEqualsNothing).then_some(join_type)
 }
@@ -418,8 +421,6 @@ fn keys_through(node: &dyn ExecutionPlan, keys: &[&[usize]; 2]) -> Vec<usize> {
 /// Which input column the output column `index` of `node` is, unchanged: `(input, column)`.
 /// `None` for a computed column, and for operators this does not know.
 fn input_column(node: &dyn ExecutionPlan, index: usize) -> Option<(usize, usize)> {
-    let column =
-        |expr: &Arc<dyn PhysicalExpr>| expr.as_ref().downcast_ref::<Column>().map(Column::index);
     let joined = |left: &SchemaRef, right: &SchemaRef, join_type: &JoinType, index: usize| {
         let (_, indices) = build_join_schema(left, right, join_type);
         indices.get(index).and_then(|c| match c.side {
@@ -436,7 +437,7 @@ fn input_column(node: &dyn ExecutionPlan, index: usize) -> Option<(usize, usize)
         return projection
             .expr()
             .get(index)
-            .and_then(|e| column(&e.expr))
+            .and_then(|e| column_index(&e.expr))
             .map(|c| (0, c));
     }
     if let Some(filter) = node.downcast_ref::<FilterExec>() {
@@ -448,7 +449,7 @@ fn input_column(node: &dyn ExecutionPlan, index: usize) -> Option<(usize, usize)
             .is_single()
             .then(|| groups.expr().get(index))
             .flatten()
-            .and_then(|(e, _)| column(e))
+            .and_then(|(e, _)| column_index(e))
             .map(|c| (0, c));
     }
     if let Some(join) = node.downcast_ref::<HashJoinExec>() {
@@ -522,8 +523,7 @@ pub fn equi_join_columns(plan: &Arc<dyn ExecutionPlan>) -> Vec<(JoinColumn, Join
         let children = node.children();
         for (l, r) in on {
             let origin = |expr: &Arc<dyn PhysicalExpr>, side: usize| {
-                let index = expr.as_ref().downcast_ref::<Column>()?.index();
-                origin(children.get(side)?, index)
+                origin(children.get(side)?, column_index(expr)?)
             };
             if let (Some(l), Some(r)) = (origin(l, 0), origin(r, 1)) {
                 pairs.push((l, r));

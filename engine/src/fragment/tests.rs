@@ -487,14 +487,7 @@ async fn run_split(
         assert_eq!(left, 0, "spill files are removed");
         sort_merge_joins |= summary.sort_merge_joins;
         kinds.push(summary.merge.expect("a partial reports its merge"));
-        let schema = sink.schema.expect("schema");
-        let mut chunker = IpcChunker::new(&schema)?;
-        let mut bytes = Vec::new();
-        for batch in &sink.batches {
-            bytes.extend(chunker.chunk(batch)?);
-        }
-        bytes.extend(chunker.finish()?);
-        inputs.push(cells.add_bytes(1000 + i as CellId, bytes));
+        inputs.push(cells.add_bytes(1000 + i as CellId, ipc_stream(&sink)?));
     }
     assert!(kinds.windows(2).all(|w| w[0] == w[1]), "{kinds:?}");
     let mut tables = vec![table_of(Vec::new())];
@@ -549,16 +542,34 @@ impl TableProvider for Planned {
     }
 }
 
-/// How a statement split over the cells of `sales`, with `others` read whole, would be
-/// merged, as the host sees it: `None` also when it reads `sales` twice.
-async fn merge_kind_of(sql: &str, others: &[TableCells]) -> Option<MergeKind> {
+/// A context that plans as the host does: one partition, the rules for plans that may be
+/// split.
+fn planning_context() -> SessionContext {
     let config = SessionConfig::new().with_target_partitions(1);
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
         .with_physical_optimizer_rules(split_optimizer_rules())
         .build();
-    let ctx = SessionContext::new_with_state(state);
+    SessionContext::new_with_state(state)
+}
+
+/// A partial fragment's output as the Arrow IPC stream a merge reads.
+fn ipc_stream(sink: &Collect) -> Result<Vec<u8>, EngineError> {
+    let schema = sink.schema.clone().expect("schema");
+    let mut chunker = IpcChunker::new(&schema)?;
+    let mut bytes = Vec::new();
+    for batch in &sink.batches {
+        bytes.extend(chunker.chunk(batch)?);
+    }
+    bytes.extend(chunker.finish()?);
+    Ok(bytes)
+}
+
+/// How a statement split over the cells of `sales`, with `others` read whole, would be
+/// merged, as the host sees it: `None` also when it reads `sales` twice.
+async fn merge_kind_of(sql: &str, others: &[TableCells]) -> Option<MergeKind> {
+    let ctx = planning_context();
     let sales_table = Arc::new(Planned {
         schema: sales(0, 1).schema(),
         leaves: Mutex::new(Vec::new()),
@@ -914,14 +925,7 @@ async fn run_keyed(
         )
         .await?;
         kinds.push(summary.merge.expect("a partial reports its merge"));
-        let schema = sink.schema.expect("schema");
-        let mut chunker = IpcChunker::new(&schema)?;
-        let mut bytes = Vec::new();
-        for batch in &sink.batches {
-            bytes.extend(chunker.chunk(batch)?);
-        }
-        bytes.extend(chunker.finish()?);
-        inputs.push(cells.add_bytes(2000 + i as CellId, bytes));
+        inputs.push(cells.add_bytes(2000 + i as CellId, ipc_stream(&sink)?));
     }
     assert!(kinds.windows(2).all(|w| w[0] == w[1]), "{kinds:?}");
     let empty: Vec<TableCells> = tables
@@ -942,13 +946,7 @@ async fn keyed_merge_kind_of(
     tables: &[TableCells],
     columns: &[KeyColumn],
 ) -> Option<MergeKind> {
-    let config = SessionConfig::new().with_target_partitions(1);
-    let state = SessionStateBuilder::new()
-        .with_config(config)
-        .with_default_features()
-        .with_physical_optimizer_rules(split_optimizer_rules())
-        .build();
-    let ctx = SessionContext::new_with_state(state);
+    let ctx = planning_context();
     let mut keyed = Vec::new();
     for table in tables {
         let planned = Arc::new(Planned {
