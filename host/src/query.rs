@@ -1108,59 +1108,24 @@ impl QuerySession {
         metas: &[Vec<CellMeta>],
         largest: usize,
     ) -> Option<Plan> {
-        let table_of = |leaf: &Arc<dyn ExecutionPlan>| {
-            let scan = scans.iter().find(|s| Arc::ptr_eq(&s.exec, leaf))?;
-            tables.iter().position(|t| t.name == scan.frame)
-        };
-        // Columns the joins compare, as (table, column); linked ones are one key.
-        let column = |c: &JoinColumn| {
-            let name = c.leaf.schema().field(c.column).name().clone();
-            Some((table_of(&c.leaf)?, name))
-        };
-        let mut keys: Vec<BTreeSet<(usize, String)>> = Vec::new();
-        for (left, right) in equi_join_columns(physical) {
-            let (Some(left), Some(right)) = (column(&left), column(&right)) else {
-                continue;
-            };
-            let linked: Vec<usize> = (0..keys.len())
-                .filter(|&i| keys[i].contains(&left) || keys[i].contains(&right))
-                .collect();
-            let mut key: BTreeSet<_> = [left, right].into();
-            for i in linked.into_iter().rev() {
-                key.extend(keys.swap_remove(i));
-            }
-            keys.push(key);
-        }
-        let schema_of = |table: usize| tables[table].schema.clone();
-        let key = keys.into_iter().find_map(|key| {
-            // One column per frame, all of one integer type.
-            let frames: BTreeSet<usize> = key.iter().map(|(t, _)| *t).collect();
-            let types: BTreeSet<DataType> = key
-                .iter()
-                .map(|(t, c)| {
-                    schema_of(*t)
-                        .and_then(|s| s.field_with_name(c).ok().map(|f| f.data_type().clone()))
-                })
-                .collect::<Option<_>>()?;
-            let integer = matches!(
-                types.iter().next(),
-                Some(DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64)
-            );
-            if frames.len() != key.len() || types.len() != 1 || !integer {
-                return None;
-            }
-            let (_, column) = key.iter().find(|(t, _)| *t == largest)?;
-            let column = column.clone();
-            let key_scan = |node: &dyn ExecutionPlan| {
-                let scan = scans.iter().find(|s| {
-                    std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(&s.exec))
-                })?;
-                let (_, column) = key.iter().find(|(t, _)| tables[*t].name == scan.frame)?;
-                Some(node.schema().index_of(column).into_iter().collect())
-            };
-            let kind = merge_kind(physical, Splitting::Keys(&key_scan))?;
-            Some((key.clone(), column, kind))
-        });
+        let key = join_keys(physical, scans, tables)
+            .into_iter()
+            .find_map(|key| {
+                if !is_integer_key(&key, tables) {
+                    return None;
+                }
+                let (_, column) = key.iter().find(|(t, _)| *t == largest)?;
+                let column = column.clone();
+                let key_scan = |node: &dyn ExecutionPlan| {
+                    let scan = scans.iter().find(|s| {
+                        std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(&s.exec))
+                    })?;
+                    let (_, column) = key.iter().find(|(t, _)| tables[*t].name == scan.frame)?;
+                    Some(node.schema().index_of(column).into_iter().collect())
+                };
+                let kind = merge_kind(physical, Splitting::Keys(&key_scan))?;
+                Some((key.clone(), column, kind))
+            });
         let (key, column, kind) = key?;
         // A fragment per bee and core (as for a join split by cells), or per bee with a cap;
         // more when the largest frame's cells outgrow the budget's limit, since a key range
@@ -1179,18 +1144,9 @@ impl QuerySession {
         // More ranges than the largest frame has cells would only cut cells that every
         // fragment over them reads anyway.
         let parts = parts.min(tables[largest].cells.len());
-        let bounds_of = |meta: &CellMeta, column: &str| {
-            let stats = meta.stats.get(column)?;
-            let bound = |v: &Option<serde_json::Value>| match v.as_ref()? {
-                serde_json::Value::Number(n) => n.as_i64(),
-                serde_json::Value::String(s) => s.parse().ok(),
-                _ => None,
-            };
-            Some((bound(&stats.min)?, bound(&stats.max)?, stats.null_count))
-        };
         let spread: Vec<(i64, i64, u64)> = metas[largest]
             .iter()
-            .map(|m| bounds_of(m, &column).map(|(lo, hi, _)| (lo, hi, m.rows)))
+            .map(|m| key_stats(m, &column).map(|(lo, hi, _)| (lo, hi, m.rows)))
             .collect::<Option<_>>()?;
         let bounds = leafcutter::key_bounds(&spread, parts);
         if bounds.is_empty() {
@@ -1222,29 +1178,7 @@ impl QuerySession {
                 };
                 let cells = keys
                     .iter()
-                    .map(|(t, c)| {
-                        let may_hold = |meta: &CellMeta| match bounds_of(meta, c) {
-                            Some((min, max, nulls)) => {
-                                (range.low.is_none_or(|low| max >= low)
-                                    && range.high.is_none_or(|high| min < high))
-                                    || (range.low.is_none() && nulls > 0)
-                            }
-                            None => true,
-                        };
-                        let cells = &tables[*t].cells;
-                        let mut kept: Vec<CellRef> = cells
-                            .iter()
-                            .zip(&metas[*t])
-                            .filter(|(_, meta)| may_hold(meta))
-                            .map(|(cell, _)| *cell)
-                            .collect();
-                        // A chamber knows a keyed frame's scans by their cells: keep one,
-                        // whose rows the range filters out.
-                        if kept.is_empty() {
-                            kept.extend(cells.first());
-                        }
-                        kept
-                    })
+                    .map(|(t, c)| range_cells(&range, &tables[*t].cells, &metas[*t], c))
                     .collect();
                 (range, cells)
             })
@@ -1542,6 +1476,101 @@ impl PruningStatistics for CellStatistics<'_> {
     ) -> Option<BooleanArray> {
         None
     }
+}
+
+/// The keys `physical`'s equi-joins link: sets of (index in `tables`, column) whose values
+/// the joins compare for equality, directly or through other columns of the set.
+fn join_keys(
+    physical: &Arc<dyn ExecutionPlan>,
+    scans: &[ScanRecord],
+    tables: &[TableCells],
+) -> Vec<BTreeSet<(usize, String)>> {
+    let table_of = |leaf: &Arc<dyn ExecutionPlan>| {
+        let scan = scans.iter().find(|s| Arc::ptr_eq(&s.exec, leaf))?;
+        tables.iter().position(|t| t.name == scan.frame)
+    };
+    let column = |c: &JoinColumn| {
+        let name = c.leaf.schema().field(c.column).name().clone();
+        Some((table_of(&c.leaf)?, name))
+    };
+    let mut keys: Vec<BTreeSet<(usize, String)>> = Vec::new();
+    for (left, right) in equi_join_columns(physical) {
+        let (Some(left), Some(right)) = (column(&left), column(&right)) else {
+            continue;
+        };
+        let linked: Vec<usize> = (0..keys.len())
+            .filter(|&i| keys[i].contains(&left) || keys[i].contains(&right))
+            .collect();
+        let mut key: BTreeSet<_> = [left, right].into();
+        for i in linked.into_iter().rev() {
+            key.extend(keys.swap_remove(i));
+        }
+        keys.push(key);
+    }
+    keys
+}
+
+/// Whether `key` has one column per frame, all of one signed integer type (the type key
+/// ranges are cut in).
+fn is_integer_key(key: &BTreeSet<(usize, String)>, tables: &[TableCells]) -> bool {
+    let frames: BTreeSet<usize> = key.iter().map(|(t, _)| *t).collect();
+    let types: Option<BTreeSet<DataType>> = key
+        .iter()
+        .map(|(t, c)| {
+            let schema = tables.get(*t)?.schema.as_ref()?;
+            Some(schema.field_with_name(c).ok()?.data_type().clone())
+        })
+        .collect();
+    let Some(types) = types else {
+        return false;
+    };
+    frames.len() == key.len()
+        && types.len() == 1
+        && matches!(
+            types.first(),
+            Some(DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64)
+        )
+}
+
+/// A cell's smallest and largest value of the integer `column`, and its nulls, from the
+/// ledger's statistics.
+fn key_stats(meta: &CellMeta, column: &str) -> Option<(i64, i64, u64)> {
+    let stats = meta.stats.get(column)?;
+    let bound = |v: &Option<serde_json::Value>| match v.as_ref()? {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    Some((bound(&stats.min)?, bound(&stats.max)?, stats.null_count))
+}
+
+/// The cells of a keyed frame (`metas` their ledger entries) whose statistics of the key
+/// `column` allow rows in `range`; cells without statistics are kept.
+fn range_cells(
+    range: &KeyRange,
+    cells: &[CellRef],
+    metas: &[CellMeta],
+    column: &str,
+) -> Vec<CellRef> {
+    let may_hold = |meta: &CellMeta| match key_stats(meta, column) {
+        Some((min, max, nulls)) => {
+            (range.low.is_none_or(|low| max >= low) && range.high.is_none_or(|high| min < high))
+                || (range.low.is_none() && nulls > 0)
+        }
+        None => true,
+    };
+    let mut kept: Vec<CellRef> = cells
+        .iter()
+        .zip(metas)
+        .filter(|(_, meta)| may_hold(meta))
+        .map(|(cell, _)| *cell)
+        .collect();
+    // A chamber knows a keyed frame's scans by their cells: keep one, whose rows the range
+    // filters out.
+    if kept.is_empty() {
+        kept.extend(cells.first());
+    }
+    kept
 }
 
 /// EXPLAIN's line for how a split statement's partial results are merged.
