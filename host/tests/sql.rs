@@ -375,12 +375,35 @@ fn joins_on_the_order_key_split_by_its_ranges_where_cells_follow_it() {
         assert_eq!(output.fragments.len(), 3);
         assert_eq!(pretty(&output.batches), native_tpch(q18).await);
         // Keys that the cells do not keep apart: every fragment would read every cell, so
-        // the statement runs whole. Q13 joins by the customer key, which orders' cells mix;
-        // in `tpch.part`, the ship modes mix the order keys.
+        // the statement runs whole. Q17 reads lineitem twice by the part key, which
+        // lineitem's cells mix; in `tpch.part`, the ship modes mix the order keys.
+        let q17 = tpch_query("q17");
+        let output = session.sql(q17).await.expect("q17");
+        assert_eq!(output.fragments.len(), 1);
+        assert_eq!(pretty(&output.batches), native_tpch(q17).await);
+        let explain = explain_plan(&mut session, q17).await;
+        assert!(
+            explain.contains("it reads its largest frame more than once"),
+            "{explain}"
+        );
+        // Q13 counts each customer's orders through a left join: orders, on its null side,
+        // splits by cells, since the rows of nulls that each fragment adds count nothing.
         let q13 = tpch_query("q13");
         let output = session.sql(q13).await.expect("q13");
-        assert_eq!(output.fragments.len(), 1);
+        assert_eq!(output.fragments.len(), cores.min(2));
+        if cores > 1 {
+            let merge = output.merge.as_ref().expect("merged");
+            assert_eq!(merge.kind, MergeKind::FinalAggregate);
+        }
         assert_eq!(pretty(&output.batches), native_tpch(q13).await);
+        let explain = explain_plan(&mut session, q13).await;
+        assert!(
+            explain.contains(&format!(
+                "{} fragments over 3 cells of tpch.ordered.orders",
+                cores.min(2)
+            )) || cores == 1,
+            "{explain}"
+        );
         session.sql("USE tpch.part").await.expect("use");
         let explain = explain_plan(&mut session, tpch_query("q21")).await;
         assert!(

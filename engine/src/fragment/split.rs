@@ -18,6 +18,11 @@
 //!   over the fragments' top rows;
 //! - no such operator: the fragments' rows are the answer, concatenated in order.
 //!
+//! The split side may also be the null side of an outer join right under the aggregation
+//! that decides the cut, when the aggregation groups by the preserved side and only counts
+//! or sums the split side's columns, ignoring nulls (TPC-H Q13's orders per customer): the
+//! rows a fragment adds for the preserved rows its part does not match change no answer.
+//!
 //! Anything else (a join that needs all of the split frame's rows at once, such as a full
 //! outer join or the inner side of a semi join, the split frame read twice, unions, window
 //! functions, a full sort, a bare LIMIT) is not split: the statement runs whole in one
@@ -187,7 +192,15 @@ pub(crate) fn split(
         None => path.first(),
     };
     let divides = |below| match splitting {
-        Some(Splitting::Cells(split_scan)) => distributes(below, split_scan, false),
+        Some(Splitting::Cells(split_scan)) => {
+            distributes(below, split_scan, false)
+                || cut.is_some_and(|cut| {
+                    path[cut]
+                        .as_ref()
+                        .downcast_ref::<AggregateExec>()
+                        .is_some_and(|agg| ignores_unmatched_rows(agg, split_scan))
+                })
+        }
         Some(Splitting::Keys(key_scan)) => {
             matches!(co_partitioned(below, key_scan, false), Some(Part::Split(_)))
         }
@@ -278,6 +291,94 @@ fn distributes(
             split_scan,
             under_merge_join || node.as_ref().is::<SortMergeJoinExec>(),
         )
+}
+
+/// Whether the aggregation `agg` over an outer join whose null side holds the split scan
+/// (through projections) gives its answer from partial aggregations over parts of that
+/// side's rows. A fragment's join adds a row with nulls on the split side for each
+/// preserved row its part does not match: rows the join over all the parts may not have,
+/// or have only once. They change nothing when the groups come from the preserved side
+/// alone (so they fall in groups that exist anyway) and every aggregate ignores nulls and
+/// reads only bare columns of the split side, as `count(o_orderkey)` grouped by
+/// `c_custkey` does in TPC-H Q13.
+fn ignores_unmatched_rows(agg: &AggregateExec, split_scan: SplitScan<'_>) -> bool {
+    let mode = matches!(
+        agg.mode(),
+        AggregateMode::Single | AggregateMode::SinglePartitioned | AggregateMode::Partial
+    );
+    if !mode || !agg.group_expr().is_single() || agg.filter_expr().iter().any(Option::is_some) {
+        return false;
+    }
+    // Down to the join through operators that only pass columns on (no filter: one on the
+    // split side's columns would keep or drop the added rows).
+    let mut path = vec![agg.input().clone()];
+    let join = loop {
+        let node = path.last().expect("a node").clone();
+        if join_type(node.as_ref()).is_some() {
+            break node;
+        }
+        let passes = node.fetch().is_none()
+            && matches!(
+                node.name(),
+                "ProjectionExec" | "CoalesceBatchesExec" | "CooperativeExec"
+            );
+        match node.children().as_slice() {
+            [child] if passes => path.push((*child).clone()),
+            _ => return false,
+        }
+    };
+    let null_side = match join_type(join.as_ref()) {
+        Some(JoinType::Left) => 1,
+        Some(JoinType::Right) => 0,
+        _ => return false,
+    };
+    if join.fetch().is_some() {
+        return false;
+    }
+    let children = join.children();
+    let under_merge_join = join.as_ref().is::<SortMergeJoinExec>();
+    if reaches(children[1 - null_side], split_scan)
+        || !distributes(children[null_side], split_scan, under_merge_join)
+    {
+        return false;
+    }
+    // The join input an input column of the aggregation comes from, unchanged.
+    let side_of = |expr: &Arc<dyn PhysicalExpr>| {
+        let mut index = column_index(expr)?;
+        for node in &path[..path.len() - 1] {
+            index = input_column(node.as_ref(), index)?.1;
+        }
+        Some(input_column(join.as_ref(), index)?.0)
+    };
+    let groups_preserved = agg
+        .group_expr()
+        .expr()
+        .iter()
+        .all(|(expr, _)| side_of(expr) == Some(1 - null_side));
+    let aggregates_ignore_nulls = agg.aggr_expr().iter().all(|aggregate| {
+        matches!(
+            aggregate.fun().name(),
+            "count" | "sum" | "min" | "max" | "avg"
+        ) && !aggregate.is_distinct()
+            && aggregate.order_bys().is_empty()
+            && aggregate
+                .expressions()
+                .iter()
+                .all(|arg| side_of(arg) == Some(null_side))
+    });
+    groups_preserved && aggregates_ignore_nulls
+}
+
+/// The type of the join `node`, or `None` when it is no join (or a cross join).
+fn join_type(node: &dyn ExecutionPlan) -> Option<JoinType> {
+    if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+        Some(*join.join_type())
+    } else if let Some(join) = node.downcast_ref::<SortMergeJoinExec>() {
+        Some(join.join_type())
+    } else {
+        node.downcast_ref::<NestedLoopJoinExec>()
+            .map(|join| *join.join_type())
+    }
 }
 
 /// Whether some leaf under `node` is the split scan.
@@ -569,13 +670,7 @@ fn keeps_rows_of(node: &dyn ExecutionPlan, side: usize) -> bool {
     if node.is::<CrossJoinExec>() {
         return true;
     }
-    let join_type = if let Some(join) = node.downcast_ref::<HashJoinExec>() {
-        *join.join_type()
-    } else if let Some(join) = node.downcast_ref::<SortMergeJoinExec>() {
-        join.join_type()
-    } else if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() {
-        *join.join_type()
-    } else {
+    let Some(join_type) = join_type(node) else {
         return false;
     };
     match side {

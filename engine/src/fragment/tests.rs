@@ -820,8 +820,9 @@ async fn joins_that_need_all_the_split_rows_at_once_are_not_split() {
     let cells = Arc::new(MemCells::default());
     let others = [regions(&cells)];
     for sql in [
-        // The split side is the one whose missing rows the join adds, or fully outer.
-        "SELECT r_region, count(id) AS n FROM regions LEFT JOIN sales ON region = r_region \
+        // The split side is the one whose missing rows the join adds, and the rows the
+        // fragments add would count; or the join is fully outer.
+        "SELECT r_region, count(*) AS n FROM regions LEFT JOIN sales ON region = r_region \
          GROUP BY r_region",
         "SELECT count(*) AS n FROM sales FULL JOIN regions ON region = r_region",
         // The split side is the one a semi or anti join looks up.
@@ -834,6 +835,55 @@ async fn joins_that_need_all_the_split_rows_at_once_are_not_split() {
          GROUP BY r_manager",
         // Read twice.
         "SELECT count(*) AS n FROM sales a JOIN sales b ON a.id = b.id",
+    ] {
+        assert_eq!(merge_kind_of(sql, &others).await, None, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn an_outer_joins_null_side_splits_under_aggregates_that_ignore_its_nulls() {
+    let (cells, refs) = six_cells();
+    let others = [regions(&cells)];
+    // `west` matches no sale, and only the first cells' sales match under `id < 100`: the
+    // fragments over the other cells add a row of nulls for every region.
+    for sql in [
+        "SELECT r_region, count(id) AS n, sum(amount) AS s, min(id) AS lo, \
+         max(amount) AS hi, avg(amount) AS a \
+         FROM regions LEFT JOIN sales ON region = r_region AND id < 100 \
+         GROUP BY r_region ORDER BY r_region",
+        // TPC-H Q13: how many customers have each number of orders.
+        "SELECT n, count(*) AS managers FROM \
+         (SELECT r_region, count(id) AS n FROM regions \
+          LEFT JOIN sales ON region = r_region AND id % 4 <> 0 GROUP BY r_region) c \
+         GROUP BY n ORDER BY managers DESC, n DESC",
+        "SELECT r_manager, count(amount) AS n FROM sales \
+         RIGHT JOIN regions ON region = r_region AND id > 150 \
+         GROUP BY r_manager ORDER BY r_manager",
+    ] {
+        let fell_back = assert_split_matches_with(
+            sql,
+            MergeKind::FinalAggregate,
+            &cells,
+            &refs,
+            &others,
+            64 << 20,
+        )
+        .await;
+        assert!(!fell_back, "{sql}");
+    }
+    for sql in [
+        // Groups by the split side: the added rows make a group of nulls.
+        "SELECT region, count(id) AS n FROM regions LEFT JOIN sales ON region = r_region \
+         AND id < 100 GROUP BY region",
+        // Aggregates the preserved side, whose rows the fragments repeat.
+        "SELECT r_region, sum(r_target) AS t FROM regions LEFT JOIN sales \
+         ON region = r_region GROUP BY r_region",
+        // A computed argument is not null on the added rows.
+        "SELECT r_region, count(coalesce(id, 0)) AS n FROM regions LEFT JOIN sales \
+         ON region = r_region GROUP BY r_region",
+        // A filter between the join and the aggregation keeps the added rows.
+        "SELECT r_region, count(r_manager) AS n FROM regions LEFT JOIN sales \
+         ON region = r_region WHERE id IS NULL GROUP BY r_region",
     ] {
         assert_eq!(merge_kind_of(sql, &others).await, None, "{sql}");
     }
