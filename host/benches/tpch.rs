@@ -542,14 +542,17 @@ async fn load_lake(dir: &Path, data: &Path, tables: &[&str], layout: &str) -> an
         let schema = Arc::new(frame.schema().as_arrow().clone());
         lake.create_frame(table, &schema, &[], true).await?;
         let mut write = lake.begin_write(table).await?;
-        // Each `add` writes its rows as cells of their own: hand it a million rows at a time.
+        // Each `add` writes its rows as cells of their own: hand it at most a million rows at
+        // a time, in adds of equal size, so that no cell is a small remainder.
+        let rows = ctx.table(table).await?.count().await?;
+        let per_cell = rows.div_ceil(rows.div_ceil(1 << 20).max(1)).max(1);
         let mut stream = frame.execute_stream().await?;
         let (mut chunk, mut chunk_rows) = (Vec::new(), 0);
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             chunk_rows += batch.num_rows();
             chunk.push(batch);
-            if chunk_rows >= 1 << 20 {
+            if chunk_rows >= per_cell {
                 write.add(&std::mem::take(&mut chunk)).await?;
                 chunk_rows = 0;
             }
