@@ -6,11 +6,17 @@
 //! version and its code-generation settings), so a new
 //! guest or a new wasmtime never loads a stale artefact. Writes go to a temporary file that
 //! is renamed into place, so a reader never sees half an artefact.
+//!
+//! An artefact is a few hundred MB, and every upgrade of Apiary or wasmtime makes a new one.
+//! Loading an artefact marks it used (its modification time); after compiling a new one,
+//! the cache drops the artefacts nothing loaded for [`STALE_AFTER`], so an SD card does not
+//! fill with the compiled guests of past versions.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -20,6 +26,10 @@ use crate::{Error, Result};
 
 /// The file name cargo gives the chamber guest.
 const GUEST_FILE: &str = "apiary_guest.wasm";
+
+/// Compiled artefacts that nothing loaded for this long are removed when a new one is
+/// written: 30 days.
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// Where the chamber guest is: `$APIARY_GUEST` if set, else as [`find_component`] finds
 /// `apiary_guest.wasm`.
@@ -145,6 +155,7 @@ impl GuestArtifact {
             // wasmtime still checks the header and refuses incompatible artefacts.
             match unsafe { Component::deserialize_file(engine, &cached_at) } {
                 Ok(component) => {
+                    mark_used(&cached_at);
                     return Ok(Self {
                         component,
                         cached_at,
@@ -161,6 +172,10 @@ impl GuestArtifact {
             .precompile_component(bytes)
             .map_err(|e| Error::Guest(format!("{label}: {e:#}")))?;
         write_atomically(&cached_at, &compiled)?;
+        let removed = remove_stale(cache_dir, &cached_at, SystemTime::now());
+        if removed > 0 {
+            tracing::info!(removed, "removed compiled guests unused for 30 days");
+        }
         // SAFETY: `compiled` was produced just now by this engine.
         let component = unsafe { Component::deserialize(engine, &compiled) }
             .map_err(|e| Error::Guest(format!("{label}: {e:#}")))?;
@@ -196,4 +211,94 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
     file.sync_all().map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Mark the artefact at `path` used now. A cache that cannot be written keeps its times,
+/// which costs at most a recompile a month later.
+fn mark_used(path: &Path) {
+    let touched = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(SystemTime::now()));
+    if let Err(err) = touched {
+        tracing::debug!(path = %path.display(), %err, "could not mark the artefact used");
+    }
+}
+
+/// Remove the compiled artefacts in `cache_dir` (and temporary files left by interrupted
+/// writes) last used more than [`STALE_AFTER`] before `now`, except `keep`. Returns how
+/// many were removed; files that cannot be removed are left.
+fn remove_stale(cache_dir: &Path, keep: &Path, now: SystemTime) -> usize {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let artefact = (name.starts_with("guest-") && name.ends_with(".cwasm"))
+            || (name.starts_with(".guest-") && name.ends_with(".tmp"));
+        if !artefact || path == keep {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if stale && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_aged(dir: &Path, name: &str, days: u64, now: SystemTime) -> PathBuf {
+        let path = dir.join(name);
+        let file = std::fs::File::create(&path).expect("create");
+        file.set_modified(now - Duration::from_secs(days * 24 * 60 * 60))
+            .expect("set time");
+        path
+    }
+
+    #[test]
+    fn only_artefacts_unused_for_thirty_days_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        let old = file_aged(dir.path(), "guest-aa-01.cwasm", 40, now);
+        let recent = file_aged(dir.path(), "guest-bb-01.cwasm", 10, now);
+        let kept = file_aged(dir.path(), "guest-cc-01.cwasm", 40, now);
+        let interrupted = file_aged(dir.path(), ".guest-dd-01.cwasm.77.tmp", 31, now);
+        let other = file_aged(dir.path(), "notes.txt", 400, now);
+        std::fs::create_dir(dir.path().join("cells")).expect("cells dir");
+
+        assert_eq!(remove_stale(dir.path(), &kept, now), 2);
+        assert!(!old.exists());
+        assert!(!interrupted.exists());
+        assert!(recent.exists());
+        assert!(kept.exists(), "the artefact just written stays");
+        assert!(other.exists(), "files that are not artefacts stay");
+        assert!(dir.path().join("cells").is_dir());
+        // Nothing left to remove.
+        assert_eq!(remove_stale(dir.path(), &kept, now), 0);
+    }
+
+    #[test]
+    fn loading_marks_an_artefact_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        let path = file_aged(dir.path(), "guest-ee-01.cwasm", 40, now);
+        mark_used(&path);
+        let modified = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        assert!(modified > now - Duration::from_secs(60), "{modified:?}");
+        assert_eq!(remove_stale(dir.path(), Path::new("/none"), now), 0);
+    }
 }
