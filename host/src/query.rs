@@ -1098,8 +1098,7 @@ impl QuerySession {
 
     /// A split by ranges of a key the joins of `physical` compare, one that holds a column
     /// of the largest frame (`largest` in `tables`); `None` when no such key cuts the plan,
-    /// the key's cells have no statistics, the bees make one fragment, or the ranges do not
-    /// keep the fragments' cells apart.
+    /// the key's cells have no statistics, or the bees make one fragment.
     fn plan_keyed(
         &self,
         physical: &Arc<dyn ExecutionPlan>,
@@ -1140,18 +1139,13 @@ impl QuerySession {
         };
         let limit = leafcutter::fragment_limit(config.budget, self.fragment_cap, false);
         let bytes: u64 = tables[largest].cells.iter().map(|c| c.size).sum();
-        let parts = bees.max(usize::try_from(bytes.div_ceil(limit)).unwrap_or(usize::MAX));
         // More ranges than the largest frame has cells would only cut cells that every
         // fragment over them reads anyway.
-        let parts = parts.min(tables[largest].cells.len());
+        let parts = bees.max(usize::try_from(bytes.div_ceil(limit)).unwrap_or(usize::MAX));
         let spread: Vec<(i64, i64, u64)> = metas[largest]
             .iter()
             .map(|m| key_stats(m, &column).map(|(lo, hi, _)| (lo, hi, m.rows)))
             .collect::<Option<_>>()?;
-        let bounds = leafcutter::key_bounds(&spread, parts);
-        if bounds.is_empty() {
-            return None;
-        }
         let keys: Vec<(usize, String)> = key.into_iter().collect();
         // A chamber knows a keyed frame's scans by their cells: a frame pruned to none
         // runs whole.
@@ -1165,28 +1159,38 @@ impl QuerySession {
                 column: c.clone(),
             })
             .collect();
-        let mut edges: Vec<Option<i64>> = vec![None];
-        edges.extend(bounds.into_iter().map(Some));
-        edges.push(None);
-        let fragments = edges
-            .windows(2)
-            .map(|w| {
-                let range = KeyRange {
-                    columns: columns.clone(),
-                    low: w[0],
-                    high: w[1],
-                };
-                let cells = keys
-                    .iter()
-                    .map(|(t, c)| range_cells(&range, &tables[*t].cells, &metas[*t], c))
-                    .collect();
-                (range, cells)
-            })
-            .collect::<Vec<(KeyRange, Vec<Vec<CellRef>>)>>();
+        let ranges = |parts: usize| {
+            let bounds = leafcutter::key_bounds(&spread, parts.min(tables[largest].cells.len()));
+            if bounds.is_empty() {
+                return None;
+            }
+            let mut edges: Vec<Option<i64>> = vec![None];
+            edges.extend(bounds.into_iter().map(Some));
+            edges.push(None);
+            let fragments = edges
+                .windows(2)
+                .map(|w| {
+                    let range = KeyRange {
+                        columns: columns.clone(),
+                        low: w[0],
+                        high: w[1],
+                    };
+                    let cells = keys
+                        .iter()
+                        .map(|(t, c)| range_cells(&range, &tables[*t].cells, &metas[*t], c))
+                        .collect();
+                    (range, cells)
+                })
+                .collect::<Vec<(KeyRange, Vec<Vec<CellRef>>)>>();
+            Some(fragments)
+        };
+        let mut fragments = ranges(parts)?;
         // Each fragment decodes every cell it is given, and filters the rows of other
-        // ranges out: the split pays only where the ranges keep the fragments' cells apart
-        // (frames written in key order). It must save at least half of the reading that
-        // giving every fragment every cell would add.
+        // ranges out. Where the ranges keep the fragments' cells apart (frames written in
+        // key order), the split saves at least half of the reading that giving every
+        // fragment every cell would add. Where they do not, every fragment reads about all
+        // the cells: that still beats running whole on one bee, since the joins and
+        // aggregations divide, but only with a fragment per bee and core.
         let size = |cells: &[CellRef]| cells.iter().map(|c| c.size).sum::<u64>();
         let whole: u64 = keys.iter().map(|(t, _)| size(&tables[*t].cells)).sum();
         let read: u64 = fragments
@@ -1194,8 +1198,8 @@ impl QuerySession {
             .flat_map(|(_, cells)| cells.iter().map(|c| size(c)))
             .sum();
         let extra = whole.saturating_mul(fragments.len() as u64 - 1);
-        if read.saturating_sub(whole) > extra / 2 {
-            return None;
+        if read.saturating_sub(whole) > extra / 2 && fragments.len() > bees {
+            fragments = ranges(bees)?;
         }
         Some(Plan::Keyed {
             kind,
