@@ -1139,8 +1139,6 @@ impl QuerySession {
         };
         let limit = leafcutter::fragment_limit(config.budget, self.fragment_cap, false);
         let bytes: u64 = tables[largest].cells.iter().map(|c| c.size).sum();
-        // More ranges than the largest frame has cells would only cut cells that every
-        // fragment over them reads anyway.
         let parts = bees.max(usize::try_from(bytes.div_ceil(limit)).unwrap_or(usize::MAX));
         let spread: Vec<(i64, i64, u64)> = metas[largest]
             .iter()
@@ -1160,6 +1158,8 @@ impl QuerySession {
             })
             .collect();
         let ranges = |parts: usize| {
+            // More ranges than the largest frame has cells would only cut cells that every
+            // fragment over them reads anyway.
             let bounds = leafcutter::key_bounds(&spread, parts.min(tables[largest].cells.len()));
             if bounds.is_empty() {
                 return None;
