@@ -174,7 +174,8 @@ impl GuestArtifact {
         write_atomically(&cached_at, &compiled)?;
         let removed = remove_stale(cache_dir, &cached_at, SystemTime::now());
         if removed > 0 {
-            tracing::info!(removed, "removed compiled guests unused for 30 days");
+            let days = STALE_AFTER.as_secs() / (24 * 60 * 60);
+            tracing::info!(removed, days, "removed compiled guests unused for days");
         }
         // SAFETY: `compiled` was produced just now by this engine.
         let component = unsafe { Component::deserialize(engine, &compiled) }

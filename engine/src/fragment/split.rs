@@ -312,10 +312,10 @@ fn ignores_unmatched_rows(agg: &AggregateExec, split_scan: SplitScan<'_>) -> boo
     // Down to the join through operators that only pass columns on (no filter: one on the
     // split side's columns would keep or drop the added rows).
     let mut path = vec![agg.input().clone()];
-    let join = loop {
+    let (join, join_type) = loop {
         let node = path.last().expect("a node").clone();
-        if join_type(node.as_ref()).is_some() {
-            break node;
+        if let Some(join_type) = join_type(node.as_ref()) {
+            break (node, join_type);
         }
         let passes = node.fetch().is_none()
             && matches!(
@@ -327,9 +327,9 @@ fn ignores_unmatched_rows(agg: &AggregateExec, split_scan: SplitScan<'_>) -> boo
             _ => return false,
         }
     };
-    let null_side = match join_type(join.as_ref()) {
-        Some(JoinType::Left) => 1,
-        Some(JoinType::Right) => 0,
+    let null_side = match join_type {
+        JoinType::Left => 1,
+        JoinType::Right => 0,
         _ => return false,
     };
     if join.fetch().is_some() {
