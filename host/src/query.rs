@@ -1158,9 +1158,12 @@ impl QuerySession {
             })
             .collect();
         let ranges = |parts: usize| {
-            // More ranges than the largest frame has cells would only cut cells that every
-            // fragment over them reads anyway.
-            let bounds = leafcutter::key_bounds(&spread, parts.min(tables[largest].cells.len()));
+            // More ranges than the largest frame has cells would cut cells that every
+            // fragment over them reads anyway, but a fragment per bee still divides the
+            // joins and aggregations (and a cell in key order skips the pages of the other
+            // ranges).
+            let bounds =
+                leafcutter::key_bounds(&spread, parts.min(tables[largest].cells.len().max(bees)));
             if bounds.is_empty() {
                 return None;
             }
