@@ -189,6 +189,7 @@ impl bindings::Guest for Chamber {
                 MergeKind::Concatenate => types::MergeKind::Concatenate,
                 MergeKind::FinalAggregate => types::MergeKind::FinalAggregate,
                 MergeKind::TopK => types::MergeKind::TopK,
+                MergeKind::Sort => types::MergeKind::Sort,
             }),
             sort_merge_joins: summary.sort_merge_joins,
         })

@@ -239,7 +239,9 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
                         // Partsupp read twice, in one cell: split by ranges of the part key,
                         // a fragment per bee, each skipping the other range's pages.
                         "q2" => 2,
-                        // One ship mode; lineitem aggregated below a join by two keys.
+                        // One ship mode; lineitem aggregated below a join by two keys, and
+                        // the suppliers found sorted (split by supplier key ranges, every
+                        // fragment would read every cell).
                         "q19" | "q20" => 1,
                         _ => output.fragments.len(),
                     };
@@ -399,6 +401,21 @@ fn joins_on_the_order_key_split_by_its_ranges_where_cells_follow_it() {
                 "{explain}"
             );
         }
+        // Sorted without a limit: the merge sorts the fragments' rows.
+        let sorted = "SELECT o_orderkey, o_totalprice FROM orders WHERE o_orderkey IN \
+                      (SELECT l_orderkey FROM lineitem GROUP BY l_orderkey \
+                      HAVING sum(l_quantity) > 150) ORDER BY o_totalprice DESC, o_orderkey";
+        let output = session.sql(sorted).await.expect("sorted");
+        assert_eq!(output.fragments.len(), cores.min(2));
+        if cores > 1 {
+            assert_eq!(output.merge.as_ref().map(|m| m.kind), Some(MergeKind::Sort));
+            for run in &output.fragments {
+                assert!(run.cells < 6, "{} cells", run.cells);
+            }
+        }
+        let rows: usize = output.batches.iter().map(|b| b.num_rows()).sum();
+        assert!(rows > 10, "{rows} rows");
+        assert_eq!(pretty(&output.batches), native_tpch(sorted).await);
         // With a cap, a range per cell of lineitem, and no more.
         let mut capped = QuerySession::new(lake.lake.clone(), pool()).with_max_fragment_bytes(1);
         capped.sql("USE tpch.ordered").await.expect("use");

@@ -47,7 +47,7 @@ pub use keys::{KeyColumn, KeyRange};
 pub use planning::PlanningScan;
 pub use split::{
     JoinColumn, KeyScan, MergeKind, SplitScan, Splitting, equi_join_columns, merge_kind,
-    split_optimizer_rules,
+    plan_sorting_last, split_optimizer_rules,
 };
 use split::{Split, split};
 
@@ -319,15 +319,15 @@ async fn attempt(
         register_table(&ctx, table, key).await?;
     }
 
-    let frame = ctx.sql(&task.sql).await?;
+    let (state, logical) = ctx.sql(&task.sql).await?.into_parts();
     let mut summary = FragmentSummary::default();
     let plan = match &task.stage {
-        Stage::Whole => frame.create_physical_plan().await?,
+        Stage::Whole => plan_sorting_last(&state, &logical).await?,
         Stage::Partial { split } => {
             let cells = split_cells(task, split)?;
             let is_split_scan = |node: &dyn ExecutionPlan| scans_cells_of(node, &cells);
             let split = cut(
-                &frame.create_physical_plan().await?,
+                &plan_sorting_last(&state, &logical).await?,
                 Some(Splitting::Cells(&is_split_scan)),
             )?;
             summary.merge = Some(split.kind);
@@ -340,14 +340,14 @@ async fn attempt(
                 Some(node.schema().index_of(column).into_iter().collect())
             };
             let split = cut(
-                &frame.create_physical_plan().await?,
+                &plan_sorting_last(&state, &logical).await?,
                 Some(Splitting::Keys(&key_scan)),
             )?;
             summary.merge = Some(split.kind);
             split.partial
         }
         Stage::Merge { inputs } => {
-            let split = cut(&frame.create_physical_plan().await?, None)?;
+            let split = cut(&plan_sorting_last(&state, &logical).await?, None)?;
             let schema = split.partial.schema();
             let mut partitions = Vec::with_capacity(inputs.len());
             for input in inputs {

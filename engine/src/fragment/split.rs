@@ -43,12 +43,15 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::{JoinSide, JoinType, NullEquality};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, create_physical_sort_exprs};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::utils::build_join_schema;
@@ -57,6 +60,7 @@ use datafusion::physical_plan::joins::{
 };
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 /// Tells whether a leaf of a plan is the scan of the frame whose cells are split.
 pub type SplitScan<'a> = &'a dyn Fn(&dyn ExecutionPlan) -> bool;
@@ -89,6 +93,9 @@ pub enum MergeKind {
     FinalAggregate,
     /// Each fragment keeps its top rows; the merge sorts them again and runs the rest.
     TopK,
+    /// A full sort (no limit) over fragments split by key ranges: each fragment sends its
+    /// rows unsorted, and the merge sorts them all and runs the rest.
+    Sort,
 }
 
 impl MergeKind {
@@ -98,6 +105,7 @@ impl MergeKind {
             Self::Concatenate => "concatenation of the fragments' rows",
             Self::FinalAggregate => "final aggregation of the fragments' partial states",
             Self::TopK => "top-k of the fragments' top rows",
+            Self::Sort => "sort of the fragments' rows",
         }
     }
 }
@@ -168,6 +176,44 @@ pub fn split_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Syn
         .into_iter()
         .filter(|rule| rule.name() != "aggregate_statistics")
         .collect()
+}
+
+/// The physical plan of the statement `plan`, for the host's cut and every chamber's run.
+/// A full sort at its root (an ORDER BY of columns without a limit) is planned last, over
+/// the physical plan of its input:
+/// - DataFusion would otherwise push it below a hash join whose probe side keeps its
+///   order, and only where statistics make that side the probe, so the host (which plans
+///   without cell statistics) and a chamber could cut the statement differently;
+/// - DataFusion 55 drops the sort where a filter makes its column constant below the side
+///   of an outer join that adds nulls, and the nulls then come out of order.
+///
+/// # Errors
+/// When DataFusion cannot plan the statement.
+pub async fn plan_sorting_last(
+    state: &SessionState,
+    plan: &LogicalPlan,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let plan = state.optimize(plan)?;
+    let planner = state.query_planner();
+    if let LogicalPlan::Sort(sort) = &plan
+        && sort.fetch.is_none()
+        && sort.expr.iter().all(|e| matches!(e.expr, Expr::Column(_)))
+    {
+        let exprs = create_physical_sort_exprs(
+            &sort.expr,
+            sort.input.schema(),
+            state.execution_props(),
+            &PhysicalPlanningContext::default(),
+        )?;
+        if let Some(ordering) = LexOrdering::new(exprs) {
+            let mut input = planner.create_physical_plan(&sort.input, state).await?;
+            if input.output_partitioning().partition_count() > 1 {
+                input = Arc::new(CoalescePartitionsExec::new(input));
+            }
+            return Ok(Arc::new(SortExec::new(ordering, input)));
+        }
+    }
+    planner.create_physical_plan(&plan, state).await
 }
 
 /// Cut `plan`, or `None` when it must run whole. With `splitting`, the part below the cut
@@ -249,15 +295,28 @@ pub(crate) fn split(
             _ => None,
         });
     }
-    if let Some(sort) = node.as_ref().downcast_ref::<SortExec>()
-        && sort.fetch().is_some()
-    {
-        return Ok(Some(Split {
-            kind: MergeKind::TopK,
-            partial: node.clone(),
-            ancestors,
-            merge_node: MergeNode::Again(node.clone()),
-        }));
+    if let Some(sort) = node.as_ref().downcast_ref::<SortExec>() {
+        if sort.fetch().is_some() {
+            return Ok(Some(Split {
+                kind: MergeKind::TopK,
+                partial: node.clone(),
+                ancestors,
+                merge_node: MergeNode::Again(node.clone()),
+            }));
+        }
+        // A full sort splits only by key ranges, which come from joins whose work then
+        // divides (TPC-H Q20 sorts the suppliers it finds). The merge holds every row to
+        // sort it, where a whole run could spill, and the usual full sort over cells, a
+        // plain scan sorted, gains nothing from a split. Only a sort at the root, where
+        // `plan_sorting_last` keeps it, is cut.
+        if ancestors.is_empty() && !matches!(splitting, Some(Splitting::Cells(_))) {
+            return Ok(Some(Split {
+                kind: MergeKind::Sort,
+                partial: sort.input().clone(),
+                ancestors,
+                merge_node: MergeNode::Again(node.clone()),
+            }));
+        }
     }
     Ok(None)
 }

@@ -582,11 +582,8 @@ async fn merge_kind_of(sql: &str, others: &[TableCells]) -> Option<MergeKind> {
         ctx.register_table(other.name.as_str(), Arc::new(table))
             .expect("register");
     }
-    let plan = ctx
-        .sql(sql)
-        .await
-        .expect("plan")
-        .create_physical_plan()
+    let (state, logical) = ctx.sql(sql).await.expect("plan").into_parts();
+    let plan = plan_sorting_last(&state, &logical)
         .await
         .expect("physical plan");
     let leaves = sales_table.leaves.lock().expect("lock").clone();
@@ -751,7 +748,7 @@ async fn joins_split_over_the_cells_of_the_side_whose_rows_they_keep() {
         ),
         (
             "SELECT r_manager, count(*) AS n, count(id) AS ids FROM sales \
-             LEFT JOIN regions ON region = r_region AND r_manager = 'ann' \
+             LEFT JOIN regions ON region = r_region AND r_manager <> 'bo' \
              GROUP BY r_manager ORDER BY r_manager NULLS FIRST",
             MergeKind::FinalAggregate,
         ),
@@ -1009,11 +1006,8 @@ async fn keyed_merge_kind_of(
             keyed.push((planned, k.column.clone()));
         }
     }
-    let plan = ctx
-        .sql(sql)
-        .await
-        .expect("plan")
-        .create_physical_plan()
+    let (state, logical) = ctx.sql(sql).await.expect("plan").into_parts();
+    let plan = plan_sorting_last(&state, &logical)
         .await
         .expect("physical plan");
     let leaves: Vec<(Arc<dyn ExecutionPlan>, String)> = keyed
@@ -1101,6 +1095,17 @@ async fn statements_that_read_a_frame_twice_split_by_the_key_their_joins_compare
             "SELECT s.id, sum(r.qty) AS q FROM sales s JOIN returns r ON r.sale_id = s.id \
              GROUP BY s.id ORDER BY q DESC, s.id LIMIT 5",
             MergeKind::FinalAggregate,
+        ),
+        // Full sorts, as TPC-H Q20: the merge sorts every fragment's rows.
+        (
+            "SELECT s.id, s.region, r.qty FROM sales s JOIN returns r ON r.sale_id = s.id \
+             WHERE r.qty > 1 ORDER BY r.qty DESC, s.id, s.region",
+            MergeKind::Sort,
+        ),
+        (
+            "SELECT id, region FROM sales WHERE id IN \
+             (SELECT sale_id FROM returns WHERE qty > 2) ORDER BY region, id",
+            MergeKind::Sort,
         ),
     ] {
         assert_eq!(

@@ -677,6 +677,7 @@ impl ChamberEngine {
                     types::MergeKind::Concatenate => MergeKind::Concatenate,
                     types::MergeKind::FinalAggregate => MergeKind::FinalAggregate,
                     types::MergeKind::TopK => MergeKind::TopK,
+                    types::MergeKind::Sort => MergeKind::Sort,
                 }),
                 sort_merge_joins: summary.sort_merge_joins,
             },
