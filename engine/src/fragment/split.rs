@@ -180,12 +180,10 @@ pub fn split_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Syn
 
 /// The physical plan of the statement `plan`, for the host's cut and every chamber's run.
 /// A full sort at its root (an ORDER BY of columns without a limit) is planned last, over
-/// the physical plan of its input:
-/// - DataFusion would otherwise push it below a hash join whose probe side keeps its
-///   order, and only where statistics make that side the probe, so the host (which plans
-///   without cell statistics) and a chamber could cut the statement differently;
-/// - DataFusion 55 drops the sort where a filter makes its column constant below the side
-///   of an outer join that adds nulls, and the nulls then come out of order.
+/// the physical plan of its input. DataFusion would otherwise push it below a hash join
+/// whose probe side keeps its order, and only where statistics make that side the probe, so
+/// the host (which plans without cell statistics) and a chamber could cut the statement
+/// differently.
 ///
 /// # Errors
 /// When DataFusion cannot plan the statement.
