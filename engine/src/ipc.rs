@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, GenericByteViewArray};
 use arrow::buffer::Buffer;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{ByteViewType, DataType, SchemaRef};
 use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
@@ -62,33 +62,28 @@ const VIEW_SLACK_BYTES: usize = 64 << 10;
 /// aggregation emits its groups in slices of one array) would otherwise carry the strings
 /// of every other slice too, once per batch.
 fn compact_views(batch: &RecordBatch) -> Result<RecordBatch, EngineError> {
-    let slack = |held: usize, used: usize| held > used.saturating_mul(2) + VIEW_SLACK_BYTES;
-    let held = |buffers: &[Buffer]| buffers.iter().map(Buffer::len).sum::<usize>();
     let mut columns: Option<Vec<ArrayRef>> = None;
     for (i, column) in batch.columns().iter().enumerate() {
-        let compacted: ArrayRef = match column.data_type() {
-            DataType::Utf8View => {
-                let array = column.as_string_view();
-                if !slack(held(array.data_buffers()), array.total_buffer_bytes_used()) {
-                    continue;
-                }
-                Arc::new(array.gc())
-            }
-            DataType::BinaryView => {
-                let array = column.as_binary_view();
-                if !slack(held(array.data_buffers()), array.total_buffer_bytes_used()) {
-                    continue;
-                }
-                Arc::new(array.gc())
-            }
-            _ => continue,
+        let compacted = match column.data_type() {
+            DataType::Utf8View => compacted(column.as_string_view()),
+            DataType::BinaryView => compacted(column.as_binary_view()),
+            _ => None,
         };
-        columns.get_or_insert_with(|| batch.columns().to_vec())[i] = compacted;
+        if let Some(compacted) = compacted {
+            columns.get_or_insert_with(|| batch.columns().to_vec())[i] = compacted;
+        }
     }
     match columns {
         Some(columns) => Ok(RecordBatch::try_new(batch.schema(), columns)?),
         None => Ok(batch.clone()),
     }
+}
+
+/// `array` copied down to its own strings, when its buffers hold far more.
+fn compacted<T: ByteViewType + ?Sized>(array: &GenericByteViewArray<T>) -> Option<ArrayRef> {
+    let held: usize = array.data_buffers().iter().map(Buffer::len).sum();
+    let used = array.total_buffer_bytes_used();
+    (held > used.saturating_mul(2) + VIEW_SLACK_BYTES).then(|| Arc::new(array.gc()) as ArrayRef)
 }
 
 /// Decode the chunks of one IPC stream, in order, into its schema and batches.

@@ -243,9 +243,10 @@ fn artefact_name(engine: &Engine, digest: &str) -> String {
 ///
 /// Reading and hashing the guest (about 110 MB) took about 180 ms of every start on this
 /// project's x86 test machine (a `count(*)` from the CLI went from 230 ms to 50 ms without
-/// it), and takes longer on cores without SHA instructions, such as a Raspberry Pi 4's. So the digest is kept in a stamp in `cache_dir` with the file's size,
-/// modification time and inode, and taken from there while all three are unchanged: a
-/// rebuilt or replaced guest changes them. A stamp that cannot be written costs only the
+/// it), and takes longer on cores without SHA instructions, such as a Raspberry Pi 4's.
+/// So the digest is kept in a stamp in `cache_dir` with the file's size, modification time
+/// and inode, and taken from there while all three are unchanged: a rebuilt or replaced
+/// guest changes them. A stamp that cannot be written costs only the
 /// hashing next time.
 fn guest_digest(guest: &Path, cache_dir: &Path) -> Result<(String, Option<Vec<u8>>)> {
     let metadata = std::fs::metadata(guest).map_err(|e| Error::io(guest, e))?;

@@ -1202,14 +1202,14 @@ impl QuerySession {
             .sum();
         let extra = whole.saturating_mul(fragments.len() as u64 - 1);
         let mixed = read.saturating_sub(whole) > extra / 2;
-        if mixed && fragments.len() > bees {
-            fragments = ranges(bees)?;
-        }
         // A full sort whose fragments each read about every cell runs whole: TPC-H Q20
         // (lineitem filtered by date, then aggregated by part and supplier) took as long
         // split by supplier as whole, for twice the chamber time.
         if mixed && kind == MergeKind::Sort {
             return None;
+        }
+        if mixed && fragments.len() > bees {
+            fragments = ranges(bees)?;
         }
         Some(Plan::Keyed {
             kind,
