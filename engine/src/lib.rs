@@ -17,6 +17,7 @@
 //! No tokio I/O, no `object_store` backends and no wasmtime live here.
 
 mod cells;
+pub mod decimal;
 mod error;
 mod fragment;
 pub mod int128;

@@ -33,6 +33,7 @@ use futures::StreamExt;
 use url::Url;
 
 use crate::cells::{CellStore, cell_path, parse_cell_path};
+use crate::decimal::DecimalArithmetic;
 use crate::spill::ScratchSpill;
 use crate::udf::{FunctionCaller, FunctionSignature, register_functions};
 use crate::{ByteSource, CellId, EngineError, PeakMemoryPool, decode_ipc_chunks};
@@ -294,6 +295,7 @@ async fn attempt(
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_optimizer_rule(Arc::new(DecimalArithmetic))
         .with_physical_optimizer_rules(rules);
     let ctx = SessionContext::new_with_state(state.build());
     register_functions(&ctx, &task.functions, functions);
