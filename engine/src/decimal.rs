@@ -161,45 +161,32 @@ impl DecimalOp {
                     }
                 }
             }
-            (
-                op,
-                ColumnarValue::Array(l),
-                ColumnarValue::Scalar(ScalarValue::Decimal128(Some(b), ..)),
-            ) => {
-                let l = l.as_primitive::<Decimal128Type>();
-                let Some(b) = narrow_value(*b) else {
+            (op, ColumnarValue::Array(array), ColumnarValue::Scalar(scalar))
+            | (op, ColumnarValue::Scalar(scalar), ColumnarValue::Array(array)) => {
+                let ScalarValue::Decimal128(Some(value), ..) = scalar else {
                     return Ok(None);
                 };
-                if !fits(l) {
-                    return Ok(None);
-                }
-                let b = i128::from(b);
-                match op {
-                    DecimalOperator::Multiply => l.unary(|a| wide(a) * b),
-                    DecimalOperator::Plus => l.unary(|a| wide(a) * l_mul + b * r_mul),
-                    DecimalOperator::Minus => l.unary(|a| wide(a) * l_mul - b * r_mul),
-                }
-            }
-            (
-                op,
-                ColumnarValue::Scalar(ScalarValue::Decimal128(Some(a), ..)),
-                ColumnarValue::Array(r),
-            ) => {
-                let r = r.as_primitive::<Decimal128Type>();
-                let Some(a) = narrow_value(*a) else {
+                let array = array.as_primitive::<Decimal128Type>();
+                let Some(value) = narrow_value(*value) else {
                     return Ok(None);
                 };
-                if !fits(r) {
+                if !fits(array) {
                     return Ok(None);
                 }
-                let a = i128::from(a);
-                match op {
-                    DecimalOperator::Multiply => r.unary(|b| a * wide(b)),
-                    DecimalOperator::Plus => r.unary(|b| a * l_mul + wide(b) * r_mul),
-                    DecimalOperator::Minus => r.unary(|b| a * l_mul - wide(b) * r_mul),
+                // The scalar's side, rescaled once, and the array's multiplier.
+                let scalar_left = matches!(left, ColumnarValue::Scalar(_));
+                let (term, mul) = if scalar_left {
+                    (i128::from(value) * l_mul, r_mul)
+                } else {
+                    (i128::from(value) * r_mul, l_mul)
+                };
+                match (op, scalar_left) {
+                    (DecimalOperator::Multiply, _) => array.unary(|v| wide(v) * term),
+                    (DecimalOperator::Plus, _) => array.unary(|v| wide(v) * mul + term),
+                    (DecimalOperator::Minus, false) => array.unary(|v| wide(v) * mul - term),
+                    (DecimalOperator::Minus, true) => array.unary(|v| term - wide(v) * mul),
                 }
             }
-            _ => return Ok(None),
         };
         Ok(Some(Arc::new(
             answer.with_precision_and_scale(*precision, *scale)?,
@@ -463,19 +450,7 @@ mod tests {
         let left = decimals(&[Some(3), Some(big), None], 38, 2);
         let right = decimals(&[Some(7), Some(-2), Some(1)], 20, 0);
         for operator in OPERATORS {
-            let op = DecimalOp::new(operator);
-            let result_type = op
-                .return_type(&[left.data_type(), right.data_type()])
-                .expect("return type");
-            assert!(
-                op.narrow(&left, &right, &result_type)
-                    .expect("narrow path")
-                    .is_none()
-            );
-            assert_eq!(
-                &invoke(&op, &left, &right).expect("our answer"),
-                &arrow_answer(operator, &left, &right).expect("arrow's answer")
-            );
+            assert_arrows_path(operator, &left, &right);
         }
         // A product beyond 128 bits fails as arrow's kernel fails.
         let huge = decimals(&[Some(10i128.pow(20))], 38, 0);
@@ -491,18 +466,20 @@ mod tests {
         // A rescaling multiplier beyond 64 bits (scale 0 against scale 30) goes to arrow too.
         let fine = decimals(&[Some(5)], 38, 30);
         let whole = decimals(&[Some(2)], 5, 0);
-        let plus = DecimalOp::new(DecimalOperator::Plus);
-        let result_type = plus
-            .return_type(&[whole.data_type(), fine.data_type()])
+        assert_arrows_path(DecimalOperator::Plus, &whole, &fine);
+    }
+
+    /// `left <operator> right` goes to arrow's kernel, with arrow's answer.
+    fn assert_arrows_path(operator: DecimalOperator, left: &ColumnarValue, right: &ColumnarValue) {
+        let op = DecimalOp::new(operator);
+        let result_type = op
+            .return_type(&[left.data_type(), right.data_type()])
             .expect("return type");
-        assert!(
-            plus.narrow(&whole, &fine, &result_type)
-                .expect("narrow path")
-                .is_none()
-        );
+        let narrow = op.narrow(left, right, &result_type).expect("narrow path");
+        assert!(narrow.is_none(), "{operator:?} of {left:?} and {right:?}");
         assert_eq!(
-            &invoke(&plus, &whole, &fine).expect("our answer"),
-            &arrow_answer(DecimalOperator::Plus, &whole, &fine).expect("arrow's answer")
+            &invoke(&op, left, right).expect("our answer"),
+            &arrow_answer(operator, left, right).expect("arrow's answer")
         );
     }
 
