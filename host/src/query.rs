@@ -220,6 +220,18 @@ enum Plan {
     },
 }
 
+/// A split by key ranges ([`Plan::Keyed`]), and what it costs in reading.
+struct KeyedSplit {
+    plan: Plan,
+    /// Whether each fragment reads about every cell of the keyed frames (their cells do not
+    /// follow the key), rather than its range's share.
+    mixed: bool,
+    /// How many keyed frames besides the largest have cells for the ranges to share out.
+    divides: usize,
+    /// How many fragments (ranges) it makes.
+    fragments: usize,
+}
+
 /// What planning saw of one frame scan.
 #[derive(Debug, Clone)]
 struct ScanRecord {
@@ -1050,7 +1062,7 @@ impl QuerySession {
             Err(reason) => {
                 return self
                     .plan_keyed(physical, scans, tables, metas, index)
-                    .unwrap_or(Plan::Whole(reason));
+                    .map_or(Plan::Whole(reason), |split| split.plan);
             }
         };
         let sizes: Vec<u64> = table.cells.iter().map(|c| c.size).collect();
@@ -1084,6 +1096,20 @@ impl QuerySession {
         if groups.len() < 2 && !shared {
             return Plan::Whole("its cells make one group");
         }
+        // Ranges of a key that keep apart the cells of the largest frame and of another
+        // frame of several cells share out that frame's reading and hash tables too, where
+        // a split by cells gives every fragment all of it (TPC-H's orders, joined to
+        // lineitem by order key). Only for as many fragments: each reads the frames outside
+        // the key whole, and a small budget asks for more ranges than cell groups. Key
+        // ranges run on this node's bees only: work shared with the swarm keeps its cells.
+        if !shared
+            && let Some(split) = self.plan_keyed(physical, scans, tables, metas, index)
+            && !split.mixed
+            && split.divides > 0
+            && split.fragments <= groups.len()
+        {
+            return split.plan;
+        }
         Plan::Split {
             kind,
             budget_groups,
@@ -1106,10 +1132,10 @@ impl QuerySession {
         tables: &[TableCells],
         metas: &[Vec<CellMeta>],
         largest: usize,
-    ) -> Option<Plan> {
-        let key = join_keys(physical, scans, tables)
+    ) -> Option<KeyedSplit> {
+        let candidates: Vec<_> = join_keys(physical, scans, tables)
             .into_iter()
-            .find_map(|key| {
+            .filter_map(|key| {
                 if !is_integer_key(&key, tables) {
                     return None;
                 }
@@ -1124,8 +1150,33 @@ impl QuerySession {
                 };
                 let kind = merge_kind(physical, Splitting::Keys(&key_scan))?;
                 Some((key.clone(), column, kind))
-            });
-        let (key, column, kind) = key?;
+            })
+            .collect();
+        // The first key whose ranges keep the fragments' cells apart, else the first that
+        // cuts the plan at all.
+        let mut first = None;
+        for (key, column, kind) in candidates {
+            let Some(split) = self.keyed_split(tables, metas, largest, key, &column, kind) else {
+                continue;
+            };
+            if !split.mixed {
+                return Some(split);
+            }
+            first.get_or_insert(split);
+        }
+        first
+    }
+
+    /// The split of `plan_keyed` by ranges of `key` (`column` in the largest frame).
+    fn keyed_split(
+        &self,
+        tables: &[TableCells],
+        metas: &[Vec<CellMeta>],
+        largest: usize,
+        key: BTreeSet<(usize, String)>,
+        column: &str,
+        kind: MergeKind,
+    ) -> Option<KeyedSplit> {
         // A fragment per bee and core (as for a join split by cells), or per bee with a cap;
         // more when the largest frame's cells outgrow the budget's limit, since a key range
         // holds only its part of every hash table, unlike a split by cells.
@@ -1142,7 +1193,7 @@ impl QuerySession {
         let parts = bees.max(usize::try_from(bytes.div_ceil(limit)).unwrap_or(usize::MAX));
         let spread: Vec<(i64, i64, u64)> = metas[largest]
             .iter()
-            .map(|m| key_stats(m, &column).map(|(lo, hi, _)| (lo, hi, m.rows)))
+            .map(|m| key_stats(m, column).map(|(lo, hi, _)| (lo, hi, m.rows)))
             .collect::<Option<_>>()?;
         let keys: Vec<(usize, String)> = key.into_iter().collect();
         // A chamber knows a keyed frame's scans by their cells: a frame pruned to none
@@ -1211,10 +1262,21 @@ impl QuerySession {
         if mixed && fragments.len() > bees {
             fragments = ranges(bees)?;
         }
-        Some(Plan::Keyed {
-            kind,
-            keys,
-            fragments,
+        // Keyed frames besides the largest with cells to share out (where the ranges keep
+        // cells apart, a range that straddles two cells reads only its pages of each).
+        let divides = keys
+            .iter()
+            .filter(|(t, _)| *t != largest && tables[*t].cells.len() > 1)
+            .count();
+        Some(KeyedSplit {
+            fragments: fragments.len(),
+            plan: Plan::Keyed {
+                kind,
+                keys,
+                fragments,
+            },
+            mixed,
+            divides,
         })
     }
 

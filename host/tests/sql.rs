@@ -401,6 +401,20 @@ fn joins_on_the_order_key_split_by_its_ranges_where_cells_follow_it() {
                 "{explain}"
             );
         }
+        // A join that could split over lineitem's cells, reading orders whole in every
+        // fragment, splits by order key ranges instead, which share out orders' cells too.
+        let q3 = tpch_query("q3");
+        let output = session.sql(q3).await.expect("q3");
+        assert_eq!(output.fragments.len(), cores.min(2));
+        assert_eq!(pretty(&output.batches), native_tpch(q3).await);
+        let explain = explain_plan(&mut session, q3).await;
+        assert!(
+            explain.contains(
+                "2 fragments over ranges of the key l_orderkey of tpch.ordered.lineitem, \
+                 o_orderkey of tpch.ordered.orders"
+            ) || cores == 1,
+            "{explain}"
+        );
         // Sorted without a limit: the merge sorts the fragments' rows.
         let sorted = "SELECT o_orderkey, o_totalprice FROM orders WHERE o_orderkey IN \
                       (SELECT l_orderkey FROM lineitem GROUP BY l_orderkey \
