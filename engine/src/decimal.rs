@@ -3,9 +3,9 @@
 //! Arrow multiplies Decimal128 values with an overflow-checked 128-bit multiplication, and
 //! rescales the operands of an addition or subtraction of two scales (`1 - l_discount`) the
 //! same way. wasm32 has no 128-bit multiplication, so each value costs a call into a runtime
-//! helper: a third of a chamber's time in TPC-H Q1, against a few percent natively. Decimal
-//! values nearly always fit in 64 bits, and then no product or rescaled sum can overflow 128
-//! bits: one widening 64-bit multiplication per operand gives the exact value, inline.
+//! helper: with the loops around it, a third of a chamber's time in TPC-H Q1. Decimal values
+//! nearly always fit in 64 bits, and then no product or rescaled sum can overflow 128 bits:
+//! one widening 64-bit multiplication per operand gives the exact value, inline.
 //!
 //! [`DecimalArithmetic`] is a logical optimizer rule that hands `*`, and `+` and `-` of two
 //! scales, over two Decimal128 operands to a [`DecimalOp`] function. The function checks
