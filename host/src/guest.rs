@@ -246,8 +246,7 @@ fn artefact_name(engine: &Engine, digest: &str) -> String {
 /// it), and takes longer on cores without SHA instructions, such as a Raspberry Pi 4's.
 /// So the digest is kept in a stamp in `cache_dir` with the file's size, modification time
 /// and inode, and taken from there while all three are unchanged: a rebuilt or replaced
-/// guest changes them. A stamp that cannot be written costs only the
-/// hashing next time.
+/// guest changes them. A stamp that cannot be written costs only the hashing next time.
 fn guest_digest(guest: &Path, cache_dir: &Path) -> Result<(String, Option<Vec<u8>>)> {
     let metadata = std::fs::metadata(guest).map_err(|e| Error::io(guest, e))?;
     let identity = file_identity(&metadata);

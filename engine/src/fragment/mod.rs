@@ -322,16 +322,14 @@ async fn attempt(
     }
 
     let (state, logical) = ctx.sql(&task.sql).await?.into_parts();
+    let planned = plan_sorting_last(&state, &logical).await?;
     let mut summary = FragmentSummary::default();
     let plan = match &task.stage {
-        Stage::Whole => plan_sorting_last(&state, &logical).await?,
+        Stage::Whole => planned,
         Stage::Partial { split } => {
             let cells = split_cells(task, split)?;
             let is_split_scan = |node: &dyn ExecutionPlan| scans_cells_of(node, &cells);
-            let split = cut(
-                &plan_sorting_last(&state, &logical).await?,
-                Some(Splitting::Cells(&is_split_scan)),
-            )?;
+            let split = cut(&planned, Some(Splitting::Cells(&is_split_scan)))?;
             summary.merge = Some(split.kind);
             split.partial
         }
@@ -341,15 +339,12 @@ async fn attempt(
                 let column = scanned_cells(node).find_map(|id| keyed.get(&id))?;
                 Some(node.schema().index_of(column).into_iter().collect())
             };
-            let split = cut(
-                &plan_sorting_last(&state, &logical).await?,
-                Some(Splitting::Keys(&key_scan)),
-            )?;
+            let split = cut(&planned, Some(Splitting::Keys(&key_scan)))?;
             summary.merge = Some(split.kind);
             split.partial
         }
         Stage::Merge { inputs } => {
-            let split = cut(&plan_sorting_last(&state, &logical).await?, None)?;
+            let split = cut(&planned, None)?;
             let schema = split.partial.schema();
             let mut partitions = Vec::with_capacity(inputs.len());
             for input in inputs {
