@@ -468,6 +468,29 @@ fn hostile_guests_are_contained_and_the_bee_survives() {
 }
 
 #[test]
+fn a_chamber_finds_its_memory_zeroed_after_another_filled_it() {
+    let _serial = serial();
+    let budget = 256 * MIB;
+    // One bee, so the second chamber takes the slot the first one left (its pages are kept
+    // resident and zeroed rather than handed back to the kernel).
+    let (pool, _scratch) = pool(evil_engine(), 1, budget, Duration::from_secs(10));
+    for _ in 0..3 {
+        assert_eq!(
+            pool.run(evil("alloc 100000000")).expect("alloc").stats.rows,
+            100_000_000
+        );
+        assert_eq!(
+            pool.run(evil("residue 120000000"))
+                .expect("residue")
+                .stats
+                .rows,
+            0,
+            "bytes of an earlier chamber were visible"
+        );
+    }
+}
+
+#[test]
 fn a_missing_guest_is_a_clear_error() {
     let err = ChamberEngine::new(Path::new("/nonexistent/guest.wasm"), &tmp_root(), MIB, 1)
         .expect_err("no guest");

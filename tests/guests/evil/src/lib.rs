@@ -9,6 +9,7 @@
 //! | `write <path>`     | create a file and read it back                  |
 //! | `list <path>`      | list a directory                                |
 //! | `alloc <bytes>`    | allocate and touch that much memory             |
+//! | `residue <bytes>`  | grow memory that much, count its nonzero bytes  |
 //! | `spin`             | loop forever                                    |
 //! | `print <bytes>`    | write that many bytes to stderr                 |
 //! | `env`              | count the environment variables it can see      |
@@ -69,6 +70,23 @@ impl bindings::Guest for Evil {
                     total += chunk;
                 }
                 done(hoard.iter().map(|c| c.len() as u64).sum())
+            }
+            "residue" => {
+                // Fresh pages straight from `memory.grow`, bypassing the allocator: what an
+                // earlier chamber in the same slot left there, if its reset missed it.
+                const PAGE: usize = 64 << 10;
+                let pages = (number(arg)? as usize).div_ceil(PAGE);
+                let first = core::arch::wasm32::memory_grow(0, pages);
+                if first == usize::MAX {
+                    return Err(ChamberError::Io("memory.grow refused".into()));
+                }
+                let base = (first * PAGE) as *const u8;
+                let nonzero = (0..pages * PAGE)
+                    // SAFETY: the bytes were just added to the memory and nothing else uses
+                    // them.
+                    .filter(|&i| unsafe { base.add(i).read_volatile() } != 0)
+                    .count();
+                done(nonzero as u64)
             }
             "spin" => {
                 let mut x: u64 = 0;
