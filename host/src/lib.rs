@@ -31,6 +31,7 @@ pub mod leafcutter;
 mod limits;
 pub mod load;
 mod query;
+mod subquery;
 pub mod swarm;
 mod tpch;
 mod udf;

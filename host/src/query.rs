@@ -55,6 +55,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::cells::MeadowCells;
 use crate::chamber::BoundFunction;
 use crate::lake::FunctionEntry;
+use crate::subquery::{self, Hoisting};
 use crate::swarm::coordinator::{Coordination, Coordinator, Statement};
 use crate::swarm::manifest::{TaskCell, WholeFrame};
 use crate::swarm::{Band, CellCache, Distribute, SwarmConfig, Temperature, encode_partial};
@@ -221,6 +222,19 @@ enum Plan {
 }
 
 /// A split by key ranges ([`Plan::Keyed`]), and what it costs in reading.
+/// Why a statement runs whole when it reads its frame, or its largest frame, more than once.
+const READS_ITS_FRAME_TWICE: &str = "it reads its frame more than once";
+const READS_ITS_LARGEST_FRAME_TWICE: &str = "it reads its largest frame more than once";
+
+/// What the scalar subqueries that ran first, as statements of their own, did.
+#[derive(Default)]
+struct Hoisted {
+    /// Their fragments, labelled with the subquery.
+    fragments: Vec<FragmentRun>,
+    /// One line per subquery: how it ran and the value that stands for it.
+    notes: Vec<String>,
+}
+
 struct KeyedSplit {
     plan: Plan,
     /// Whether each fragment reads about every cell of the keyed frames (their cells do not
@@ -343,12 +357,81 @@ impl QuerySession {
     /// Plan `sql` on the host, prune, and run it in a chamber.
     pub(crate) async fn query(&self, sql: &str) -> Result<QueryOutput> {
         let temperature = self.admit()?;
-        let prepared = self.prepare(sql).await?;
+        let (prepared, hoisted) = self.prepare_hoisting(sql).await?;
         let fetched = prepared.source.fetched();
         let mut output = self.run(prepared).await?;
+        if let Some(hoisted) = hoisted {
+            output.fragments.splice(0..0, hoisted.fragments);
+            output.notes.extend(hoisted.notes);
+        }
         output.temperature = Some(temperature);
         output.storage_reads = (fetched.bytes(), fetched.calls());
         Ok(output)
+    }
+
+    /// Prepare `sql`. Where it would run whole because it reads its largest frame twice, and
+    /// some of its scalar subqueries plan on their own, those run first (see
+    /// [`crate::subquery`]) and the statement is prepared again with their values.
+    async fn prepare_hoisting(&self, sql: &str) -> Result<(Prepared, Option<Hoisted>)> {
+        let prepared = self.prepare(sql).await?;
+        let reads_twice = matches!(
+            prepared.plan,
+            Plan::Whole(READS_ITS_FRAME_TWICE | READS_ITS_LARGEST_FRAME_TWICE)
+        );
+        // A frame of one cell makes one fragment anyway.
+        let divisible = prepared.tables.iter().any(|t| t.cells.len() > 1);
+        let hoisting = match (reads_twice && divisible).then(|| Hoisting::of(sql)) {
+            Some(Some(hoisting)) => hoisting,
+            _ => return Ok((prepared, None)),
+        };
+        let mut hoisted = Hoisted::default();
+        let mut values = Vec::new();
+        for i in 0..hoisting.len() {
+            // A subquery that refers to the outer query does not plan on its own.
+            let Ok(statement) = self.prepare(&hoisting.standalone(i)).await else {
+                values.push(None);
+                continue;
+            };
+            let output = self.run(statement).await?;
+            let value = match output.schema.as_ref().map(|s| s.fields().to_vec()) {
+                Some(fields) if fields.len() == 1 => subquery::literal(
+                    fields[0].data_type(),
+                    &output
+                        .batches
+                        .iter()
+                        .map(|b| b.column(0).clone())
+                        .collect::<Vec<_>>(),
+                )?,
+                _ => None,
+            };
+            let Some(value) = value else {
+                values.push(None);
+                continue;
+            };
+            let n = i + 1;
+            hoisted.notes.push(format!(
+                "scalar subquery {n} ran first, as a statement of its own in {} fragment{}{}: \
+                 {value} stands for it",
+                output.fragments.len(),
+                if output.fragments.len() == 1 { "" } else { "s" },
+                output.merge.as_ref().map_or(String::new(), |m| format!(
+                    " and a merge ({:.1} ms)",
+                    m.elapsed.as_secs_f64() * 1e3
+                )),
+            ));
+            hoisted
+                .fragments
+                .extend(output.fragments.into_iter().map(|run| FragmentRun {
+                    label: format!("subquery {n}, {}", run.label),
+                    ..run
+                }));
+            values.push(Some(value));
+        }
+        if values.iter().all(Option::is_none) {
+            return Ok((prepared, None));
+        }
+        let prepared = self.prepare(&hoisting.substitute(&values)).await?;
+        Ok((prepared, Some(hoisted)))
     }
 
     /// This node's temperature, or [`Error::Overheated`] when it is critical.
@@ -708,20 +791,22 @@ impl QuerySession {
     /// `EXPLAIN [ANALYZE] query`: the frames and their pruning, the fragments and bees, and
     /// with ANALYZE what each fragment measured.
     async fn explain(&self, query: &str, analyze: bool) -> Result<QueryOutput> {
-        let prepared = self.prepare(query).await?;
-        let mut rows: Vec<(String, String)> = prepared
-            .frames
+        let (prepared, hoisted) = self.prepare_hoisting(query).await?;
+        let hoisted = hoisted.unwrap_or_default();
+        let mut rows: Vec<(String, String)> = hoisted
+            .notes
             .iter()
-            .map(|f| {
-                (
-                    format!("scan {}", f.name),
-                    format!(
-                        "{} cells, {} after partition and statistics pruning",
-                        f.cells_total, f.cells_kept
-                    ),
-                )
-            })
+            .map(|note| ("subquery".to_owned(), note.clone()))
             .collect();
+        rows.extend(prepared.frames.iter().map(|f| {
+            (
+                format!("scan {}", f.name),
+                format!(
+                    "{} cells, {} after partition and statistics pruning",
+                    f.cells_total, f.cells_kept
+                ),
+            )
+        }));
         let bees = self.pool.config().bees;
         match &prepared.plan {
             Plan::Whole(reason) => {
@@ -824,7 +909,7 @@ impl QuerySession {
                     ),
                 ));
             }
-            for run in &output.fragments {
+            for run in hoisted.fragments.iter().chain(&output.fragments) {
                 let stats = &run.stats;
                 let node = run
                     .node
@@ -957,13 +1042,19 @@ impl QuerySession {
             .collect();
         let scans = scans.lock().map(|s| s.clone()).unwrap_or_default();
 
-        // Prune each frame's cells with the filters of every scan of it.
-        let mut frames: BTreeMap<String, Vec<Vec<Expr>>> = BTreeMap::new();
+        // Prune each frame's cells with the filters of every scan of it. A frame the
+        // statement names but its plan never scans (`WHERE false`, a comparison with null)
+        // goes to the chamber with no cells: the chamber still resolves its name.
+        let mut frames: BTreeMap<String, Option<Vec<Vec<Expr>>>> = BTreeMap::new();
         for scan in &scans {
             frames
                 .entry(scan.frame.clone())
-                .or_default()
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_default()
                 .push(scan.filters.clone());
+        }
+        for name in named_frames(&plan, &self.hive, &self.box_name) {
+            frames.entry(name).or_insert(None);
         }
         let mut tables = Vec::new();
         let mut schemas = Vec::new();
@@ -974,7 +1065,10 @@ impl QuerySession {
             let (entry, frame_state) = self.lake.frame(&name).await?;
             let schema = Arc::new(frame_state.schema.to_arrow());
             let cells: Vec<&CellMeta> = frame_state.cells().collect();
-            let keep = prune(&ctx, &schema, &cells, &filters)?;
+            let keep = match &filters {
+                Some(filters) => prune(&ctx, &schema, &cells, filters)?,
+                None => vec![false; cells.len()],
+            };
             let mut refs = Vec::new();
             let mut kept = Vec::new();
             for (cell, keep) in cells.iter().zip(keep) {
@@ -1039,6 +1133,9 @@ impl QuerySession {
             return Plan::Whole("it reads no frame");
         };
         let reads: Vec<&ScanRecord> = scans.iter().filter(|s| s.frame == table.name).collect();
+        if reads.is_empty() {
+            return Plan::Whole("its plan reads no cells");
+        }
         let kind = match reads.as_slice() {
             [read] => {
                 let is_split_scan = |node: &dyn ExecutionPlan| {
@@ -1052,9 +1149,9 @@ impl QuerySession {
                 })
             }
             _ => Err(if tables.len() == 1 {
-                "it reads its frame more than once"
+                READS_ITS_FRAME_TWICE
             } else {
-                "it reads its largest frame more than once"
+                READS_ITS_LARGEST_FRAME_TWICE
             }),
         };
         let kind = match kind {
@@ -1418,6 +1515,19 @@ fn unsupported(sql: &str) -> Error {
         "`{}` is not supported in queries yet: create frames and write to them through the API",
         sql.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
     ))
+}
+
+/// The frames `plan` names (in subqueries too), as `hive.box.frame`.
+fn named_frames(plan: &LogicalPlan, hive: &str, box_name: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let name = scan.table_name.clone().resolve(hive, box_name);
+            names.insert(format!("{}.{}.{}", name.catalog, name.schema, name.table));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    names
 }
 
 /// Which cells any scan may need: a cell is kept if some scan's filters cannot rule it out.

@@ -243,9 +243,19 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
                         // the suppliers found sorted (split by supplier key ranges, every
                         // fragment would read every cell).
                         "q19" | "q20" => 1,
+                        // Lineitem read twice, once in a scalar subquery: that runs first,
+                        // over the seven ship modes, and the rest whole.
+                        "q15" => 8,
                         _ => output.fragments.len(),
                     };
                     assert_eq!(output.fragments.len(), fragments, "{name}");
+                    let subquery = output
+                        .fragments
+                        .iter()
+                        .filter(|f| f.label.starts_with("subquery "))
+                        .count();
+                    assert_eq!(subquery, if *name == "q15" { 7 } else { 0 }, "{name}");
+                    let fragments = fragments - subquery;
                     if fragments > 1 {
                         let merge = output.merge.as_ref().expect("merged");
                         let kind = match *name {
@@ -474,6 +484,77 @@ fn joins_on_the_order_key_split_by_its_ranges_where_cells_follow_it() {
             )) || cores == 1,
             "{explain}"
         );
+    });
+}
+
+#[test]
+fn scalar_subqueries_over_the_largest_frame_run_first_and_the_rest_splits() {
+    let _serial = serial();
+    let rt = runtime();
+    let lake = tpch_lake(&rt);
+    rt.block_on(async {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut session = QuerySession::new(lake.lake.clone(), pool());
+        session.sql("USE tpch.ordered").await.expect("use");
+        let subquery_runs = |output: &QueryOutput| {
+            output
+                .fragments
+                .iter()
+                .filter(|f| f.label.starts_with("subquery 1, "))
+                .count()
+        };
+        // Lineitem read twice, once in a subquery of its own: that runs first (split over
+        // lineitem's three cells), and the rest, reading lineitem once, splits too.
+        let above = "SELECT l_returnflag, count(*) AS n FROM lineitem \
+                     WHERE l_quantity > (SELECT avg(l_quantity) FROM lineitem) \
+                     GROUP BY l_returnflag ORDER BY l_returnflag";
+        let output = session.sql(above).await.expect("above");
+        assert_eq!(pretty(&output.batches), native_tpch(above).await);
+        assert_eq!(subquery_runs(&output), cores.min(2));
+        assert_eq!(output.fragments.len(), 2 * cores.min(2));
+        let note = output.notes.join("\n");
+        assert!(
+            note.contains("scalar subquery 1 ran first, as a statement of its own")
+                && note.contains("AS DECIMAL(19,6)) stands for it"),
+            "{note}"
+        );
+        let explain = explain_plan(&mut session, above).await;
+        assert!(explain.contains("| subquery "), "{explain}");
+        assert!(
+            explain.contains(&format!("{} fragments over 3 cells", cores.min(2))) || cores == 1,
+            "{explain}"
+        );
+        // TPC-H Q15: the subquery reads the statement's common table expression.
+        let q15 = tpch_query("q15");
+        let output = session.sql(q15).await.expect("q15");
+        assert_eq!(pretty(&output.batches), native_tpch(q15).await);
+        assert_eq!(subquery_runs(&output), cores.min(2));
+        // No rows: null, so no row equals it.
+        let none = "SELECT count(*) AS n FROM lineitem \
+                    WHERE l_quantity = (SELECT l_quantity FROM lineitem WHERE l_orderkey < 0)";
+        let output = session.sql(none).await.expect("none");
+        assert_eq!(pretty(&output.batches), native_tpch(none).await);
+        assert!(
+            output.notes.join("").contains("CAST(NULL AS DECIMAL(15,2))"),
+            "{:?}",
+            output.notes
+        );
+        // Several rows: DataFusion's error, as when the statement runs whole.
+        let several = "SELECT count(*) AS n FROM lineitem \
+                       WHERE l_linenumber = (SELECT l_linenumber FROM lineitem WHERE l_orderkey = 1)";
+        let err = session.sql(several).await.expect_err("several rows");
+        assert!(
+            err.to_string()
+                .contains("Scalar subquery returned more than one row"),
+            "{err}"
+        );
+        // A subquery that refers to the outer query stays where it is.
+        let correlated = "SELECT count(*) AS n FROM lineitem l1 WHERE l_quantity > \
+                          (SELECT avg(l_quantity) FROM lineitem l2 WHERE l2.l_partkey = l1.l_partkey)";
+        let output = session.sql(correlated).await.expect("correlated");
+        assert_eq!(pretty(&output.batches), native_tpch(correlated).await);
+        assert_eq!(subquery_runs(&output), 0);
+        assert!(output.notes.is_empty(), "{:?}", output.notes);
     });
 }
 
