@@ -539,6 +539,10 @@ fn scalar_subqueries_over_the_largest_frame_run_first_and_the_rest_splits() {
             "{:?}",
             output.notes
         );
+        // A frame named but never scanned still resolves in the chamber.
+        let never = "SELECT count(*) AS n FROM lineitem WHERE false";
+        let output = session.sql(never).await.expect("where false");
+        assert_eq!(pretty(&output.batches), native_tpch(never).await);
         // Several rows: DataFusion's error, as when the statement runs whole.
         let several = "SELECT count(*) AS n FROM lineitem \
                        WHERE l_linenumber = (SELECT l_linenumber FROM lineitem WHERE l_orderkey = 1)";
