@@ -373,15 +373,22 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
     });
 }
 
+/// A session in `tpch.ordered` (lineitem and orders in three cells each, in order key
+/// order), and this machine's cores.
+async fn ordered_session(lake: &TpchLake) -> (QuerySession, usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut session = QuerySession::new(lake.lake.clone(), pool());
+    session.sql("USE tpch.ordered").await.expect("use");
+    (session, cores)
+}
+
 #[test]
 fn joins_on_the_order_key_split_by_its_ranges_where_cells_follow_it() {
     let _serial = serial();
     let rt = runtime();
     let lake = tpch_lake(&rt);
     rt.block_on(async {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut session = QuerySession::new(lake.lake.clone(), pool());
-        session.sql("USE tpch.ordered").await.expect("use");
+        let (mut session, cores) = ordered_session(&lake).await;
         // Lineitem read twice or three times, or only looked up: split by order key ranges,
         // a fragment per bee and core.
         for name in ["q4", "q18", "q21"] {
@@ -493,9 +500,7 @@ fn scalar_subqueries_over_the_largest_frame_run_first_and_the_rest_splits() {
     let rt = runtime();
     let lake = tpch_lake(&rt);
     rt.block_on(async {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut session = QuerySession::new(lake.lake.clone(), pool());
-        session.sql("USE tpch.ordered").await.expect("use");
+        let (mut session, cores) = ordered_session(&lake).await;
         let subquery_runs = |output: &QueryOutput| {
             output
                 .fragments
