@@ -221,9 +221,9 @@ enum Plan {
     },
 }
 
-/// A split by key ranges ([`Plan::Keyed`]), and what it costs in reading.
-/// Why a statement runs whole when it reads its frame, or its largest frame, more than once.
+/// Why a statement of one frame runs whole when it reads the frame more than once.
 const READS_ITS_FRAME_TWICE: &str = "it reads its frame more than once";
+/// Why a statement runs whole when it reads its largest frame more than once.
 const READS_ITS_LARGEST_FRAME_TWICE: &str = "it reads its largest frame more than once";
 
 /// What the scalar subqueries that ran first, as statements of their own, did.
@@ -235,6 +235,7 @@ struct Hoisted {
     notes: Vec<String>,
 }
 
+/// A split by key ranges ([`Plan::Keyed`]), and what it costs in reading.
 struct KeyedSplit {
     plan: Plan,
     /// Whether each fragment reads about every cell of the keyed frames (their cells do not
