@@ -362,8 +362,12 @@ impl QuerySession {
         let fetched = prepared.source.fetched();
         let mut output = self.run(prepared).await?;
         if let Some(hoisted) = hoisted {
+            // The answer's text stays the same however the statement ran: what the
+            // subqueries did goes to the log and to EXPLAIN, not to the notes.
+            for note in &hoisted.notes {
+                tracing::info!("{note}");
+            }
             output.fragments.splice(0..0, hoisted.fragments);
-            output.notes.extend(hoisted.notes);
         }
         output.temperature = Some(temperature);
         output.storage_reads = (fetched.bytes(), fetched.calls());
