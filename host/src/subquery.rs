@@ -42,6 +42,10 @@ impl Hoisting {
     /// The scalar subqueries of the query `sql`, or `None` when it has none (or is not a
     /// single query).
     pub fn of(sql: &str) -> Option<Self> {
+        // A statement that spells a placeholder itself is left as it is.
+        if sql.contains(PLACEHOLDER) {
+            return None;
+        }
         let mut statements = DFParser::parse_sql(sql).ok()?;
         let (Some(DFStatement::Statement(statement)), None) =
             (statements.pop_front(), statements.pop_front())
@@ -87,10 +91,11 @@ impl Hoisting {
         let subqueries = std::mem::take(&mut self.subqueries);
         let _ = ast::visit_expressions_mut(&mut self.statement, |expr| {
             if let Some(i) = placeholder(expr) {
-                *expr = match values.get(i).cloned().flatten() {
-                    Some(value) => value,
-                    None => Expr::Subquery(Box::new(subqueries[i].clone())),
-                };
+                match (values.get(i).cloned().flatten(), subqueries.get(i)) {
+                    (Some(value), _) => *expr = value,
+                    (None, Some(subquery)) => *expr = Expr::Subquery(Box::new(subquery.clone())),
+                    (None, None) => {}
+                }
             }
             ControlFlow::<()>::Continue(())
         });
@@ -212,6 +217,8 @@ mod tests {
         );
         assert!(Hoisting::of("SELECT a FROM f WHERE a IN (SELECT a FROM g)").is_none());
         assert!(Hoisting::of("SELECT 1; SELECT (SELECT 2)").is_none());
+        let spelled = "SELECT __apiary_scalar_subquery_3 FROM f WHERE a = (SELECT 1)";
+        assert!(Hoisting::of(spelled).is_none());
     }
 
     #[test]
