@@ -167,10 +167,13 @@ impl ByteSource for MeadowCells {
         if let Some(bytes) = self.cache.as_ref().and_then(|c| c.get(lake, key, &range)) {
             return Ok(bytes);
         }
-        let bytes = self
-            .runtime
-            .block_on(self.meadow.get_range(key, range.clone()))
-            .map_err(|e| e.to_string())?;
+        let bytes = match self.meadow.read_local(key, &range) {
+            Some(read) => read,
+            None => self
+                .runtime
+                .block_on(self.meadow.get_range(key, range.clone())),
+        }
+        .map_err(|e| e.to_string())?;
         self.fetched.add(bytes.len() as u64);
         if let Some(cache) = &self.cache {
             cache.put(lake, key, &range, &bytes);
