@@ -233,6 +233,8 @@ struct Hoisted {
     fragments: Vec<FragmentRun>,
     /// One line per subquery: how it ran and the value that stands for it.
     notes: Vec<String>,
+    /// Bytes and ranged reads of cells their fragments fetched from storage.
+    storage_reads: (u64, u64),
 }
 
 /// A split by key ranges ([`Plan::Keyed`]), and what it costs in reading.
@@ -361,6 +363,7 @@ impl QuerySession {
         let (prepared, hoisted) = self.prepare_hoisting(sql).await?;
         let fetched = prepared.source.fetched();
         let mut output = self.run(prepared).await?;
+        output.storage_reads = (fetched.bytes(), fetched.calls());
         if let Some(hoisted) = hoisted {
             // The answer's text stays the same however the statement ran: what the
             // subqueries did goes to the log and to EXPLAIN, not to the notes.
@@ -368,9 +371,10 @@ impl QuerySession {
                 tracing::info!("{note}");
             }
             output.fragments.splice(0..0, hoisted.fragments);
+            output.storage_reads.0 += hoisted.storage_reads.0;
+            output.storage_reads.1 += hoisted.storage_reads.1;
         }
         output.temperature = Some(temperature);
-        output.storage_reads = (fetched.bytes(), fetched.calls());
         Ok(output)
     }
 
@@ -397,7 +401,10 @@ impl QuerySession {
                 values.push(None);
                 continue;
             };
+            let fetched = statement.source.fetched();
             let output = self.run(statement).await?;
+            hoisted.storage_reads.0 += fetched.bytes();
+            hoisted.storage_reads.1 += fetched.calls();
             let value = match output.schema.as_ref().map(|s| s.fields().to_vec()) {
                 Some(fields) if fields.len() == 1 => subquery::literal(
                     fields[0].data_type(),
@@ -889,8 +896,8 @@ impl QuerySession {
                 "storage".into(),
                 format!(
                     "{} bytes of cells fetched in {} ranged reads on this node (the rest came from its cell cache)",
-                    fetched.bytes(),
-                    fetched.calls()
+                    fetched.bytes() + hoisted.storage_reads.0,
+                    fetched.calls() + hoisted.storage_reads.1
                 ),
             ));
             if let Some(t) = &output.temperature {

@@ -518,6 +518,11 @@ fn scalar_subqueries_over_the_largest_frame_run_first_and_the_rest_splits() {
         assert_eq!(subquery_runs(&output), cores.min(2));
         assert_eq!(output.fragments.len(), 2 * cores.min(2));
         assert!(output.notes.is_empty(), "{:?}", output.notes);
+        // This node has no cell cache: every byte its fragments read, the subquery's too,
+        // was fetched from storage.
+        let read: u64 = output.fragments.iter().map(|f| f.stats.bytes_read).sum();
+        assert!(read > 0);
+        assert_eq!(output.storage_reads.0, read);
         let explain = explain_plan(&mut session, above).await;
         assert!(
             explain.contains("scalar subquery 1 ran first, as a statement of its own")
