@@ -405,7 +405,7 @@ impl QuerySession {
             let output = self.run(statement).await?;
             hoisted.storage_reads.0 += fetched.bytes();
             hoisted.storage_reads.1 += fetched.calls();
-            let value = match output.schema.as_ref().map(|s| s.fields().to_vec()) {
+            let value = match output.schema.as_deref().map(|s| s.fields()) {
                 Some(fields) if fields.len() == 1 => subquery::literal(
                     fields[0].data_type(),
                     &output

@@ -471,8 +471,8 @@ fn hostile_guests_are_contained_and_the_bee_survives() {
 fn a_chamber_finds_its_memory_zeroed_after_another_filled_it() {
     let _serial = serial();
     let budget = 256 * MIB;
-    // One bee, so the second chamber takes the slot the first one left (its pages are kept
-    // resident and zeroed rather than handed back to the kernel).
+    // One bee, so the second chamber takes the memory slot the first one left: however the
+    // pool resets a slot, none of the first chamber's bytes may show through.
     let (pool, _scratch) = pool(evil_engine(), 1, budget, Duration::from_secs(10));
     for _ in 0..3 {
         assert_eq!(
