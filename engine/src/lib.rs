@@ -31,7 +31,7 @@ pub use cells::{ByteSource, CellId};
 pub use error::EngineError;
 pub use fragment::{
     CellRef, FragmentSink, FragmentSummary, FragmentTask, JoinColumn, KeyColumn, KeyRange, KeyScan,
-    MergeKind, PlanningScan, SplitScan, Splitting, Stage, TableCells, default_namespace,
+    MergeKind, PlanningScan, RowSlice, SplitScan, Splitting, Stage, TableCells, default_namespace,
     equi_join_columns, execute_fragment, merge_kind, plan_sorting_last, split_optimizer_rules,
 };
 pub use ipc::{IpcChunker, decode_ipc_chunks, decode_schema, encode_schema};

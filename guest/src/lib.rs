@@ -20,7 +20,7 @@ use apiary_engine::arrow::datatypes::SchemaRef;
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::{
     ByteSource, CellId, CellRef, EngineError, FragmentSink, FragmentTask, FunctionCaller,
-    FunctionSignature, IpcChunker, KeyColumn, KeyRange, MergeKind, Stage, TableCells,
+    FunctionSignature, IpcChunker, KeyColumn, KeyRange, MergeKind, RowSlice, Stage, TableCells,
     decode_schema, default_namespace,
 };
 use bindings::apiary::chamber::types::{self, ChamberError, Summary, Task};
@@ -101,6 +101,11 @@ fn cell(c: types::Cell) -> CellRef {
     CellRef {
         id: c.id,
         size: c.size,
+        slice: c.slice.map(|s| RowSlice {
+            start: s.start,
+            end: s.end,
+            rows: s.rows,
+        }),
     }
 }
 

@@ -72,10 +72,7 @@ impl CellFiles {
     /// The cell handles, in the order the files were given.
     pub fn cells(&self) -> Vec<CellRef> {
         (0..self.files.len())
-            .map(|i| CellRef {
-                id: i as CellId,
-                size: self.files[i].2,
-            })
+            .map(|i| CellRef::whole(i as CellId, self.files[i].2))
             .collect()
     }
 

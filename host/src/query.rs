@@ -34,8 +34,8 @@ use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::lake::{CellMeta, ColumnStats, FrameSchema};
 use apiary_engine::{
     ByteSource, CellId, CellRef, FunctionCaller, JoinColumn, KeyColumn, KeyRange, MergeKind,
-    NoFunctions, PlanningScan, Splitting, Stage, TableCells, equi_join_columns, merge_kind,
-    plan_sorting_last, register_functions, split_optimizer_rules,
+    NoFunctions, PlanningScan, RowSlice, Splitting, Stage, TableCells, equi_join_columns,
+    merge_kind, plan_sorting_last, register_functions, split_optimizer_rules,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -182,6 +182,8 @@ struct FramePruning {
 /// A planned statement, ready for the bees.
 struct Prepared {
     sql: String,
+    /// Whether some frame it reads could be cut into several fragments.
+    divisible: bool,
     functions: Vec<BoundFunction>,
     function_entries: BTreeMap<String, FunctionEntry>,
     tables: Vec<TableCells>,
@@ -387,9 +389,8 @@ impl QuerySession {
             prepared.plan,
             Plan::Whole(READS_ITS_FRAME_TWICE | READS_ITS_LARGEST_FRAME_TWICE)
         );
-        // A frame of one cell makes one fragment anyway.
-        let divisible = prepared.tables.iter().any(|t| t.cells.len() > 1);
-        let hoisting = match (reads_twice && divisible).then(|| Hoisting::of(sql)) {
+        // A frame of one small cell makes one fragment anyway.
+        let hoisting = match (reads_twice && prepared.divisible).then(|| Hoisting::of(sql)) {
             Some(Some(hoisting)) => hoisting,
             _ => return Ok((prepared, None)),
         };
@@ -472,6 +473,7 @@ impl QuerySession {
             source,
             frames,
             plan,
+            ..
         } = prepared;
         let (cells_total, cells_scanned) = frames
             .iter()
@@ -766,10 +768,7 @@ impl QuerySession {
         let inputs: Vec<CellRef> = streams
             .iter()
             .enumerate()
-            .map(|(i, b)| CellRef {
-                id: i as CellId,
-                size: b.len() as u64,
-            })
+            .map(|(i, b)| CellRef::whole(i as CellId, b.len() as u64))
             .collect();
         let input_bytes = inputs.iter().map(|c| c.size).sum();
         let merge = Fragment {
@@ -835,7 +834,17 @@ impl QuerySession {
                 max_group_bytes,
                 ..
             } => {
-                let cells: usize = groups.iter().map(Vec::len).sum();
+                let cells = groups
+                    .iter()
+                    .flatten()
+                    .map(|c| c.id)
+                    .collect::<BTreeSet<_>>()
+                    .len();
+                let sliced = if groups.iter().flatten().any(|c| c.slice.is_some()) {
+                    " cut into slices of rows"
+                } else {
+                    ""
+                };
                 // With several frames, say which one is split.
                 let split = match prepared.tables.as_slice() {
                     [_] => String::new(),
@@ -851,7 +860,8 @@ impl QuerySession {
                 rows.push((
                     "fragments".into(),
                     format!(
-                        "{} fragments over {cells} cells{split}{limit}, {} at a time on {bees} bees",
+                        "{} fragments over {cells} cells{sliced}{split}{limit}, {} at a time on \
+                         {bees} bees",
                         groups.len(),
                         groups.len().min(bees),
                     ),
@@ -1086,10 +1096,7 @@ impl QuerySession {
             for (cell, keep) in cells.iter().zip(keep) {
                 if keep {
                     kept.push((*cell).clone());
-                    refs.push(CellRef {
-                        id: keys.len() as CellId,
-                        size: cell.bytes,
-                    });
+                    refs.push(CellRef::whole(keys.len() as CellId, cell.bytes));
                     keys.push((format!("{}/{}", entry.dir, cell.path), cell.bytes));
                 }
             }
@@ -1112,7 +1119,13 @@ impl QuerySession {
             self.cache.clone(),
         )?);
         let plan = self.plan(&physical, &scans, &tables, &metas);
+        // Several cells, or enough rows in one to cut it into slices.
+        let divisible = metas.iter().any(|cells| {
+            cells.len() > 1
+                || cells.iter().map(|c| c.rows).sum::<u64>() >= 2 * leafcutter::MIN_SLICE_ROWS
+        });
         Ok(Prepared {
+            divisible,
             sql: sql.to_owned(),
             functions,
             function_entries,
@@ -1202,6 +1215,22 @@ impl QuerySession {
             Some(Distribute::Auto) => budget_groups > self.pool.config().bees,
             _ => false,
         };
+        // Fewer groups than bees (a frame of one large cell): cut the cells' rows instead,
+        // so that every bee reads a share. Slices stay on this node's bees, and joins keep
+        // their cells whole: every fragment of a join builds the hash tables of the frames
+        // it reads whole, and the one TPC-H statement this would cut (Q16) ran slower.
+        let slices = if shared || joins || groups.len() >= bees {
+            None
+        } else {
+            row_slices(&table.cells, &metas[index], bees)
+        };
+        let groups: Vec<Vec<CellRef>> = match slices {
+            Some(slices) if slices.len() > groups.len() => slices,
+            _ => groups
+                .into_iter()
+                .map(|range| table.cells[range].to_vec())
+                .collect(),
+        };
         if groups.len() < 2 && !shared {
             return Plan::Whole("its cells make one group");
         }
@@ -1224,10 +1253,7 @@ impl QuerySession {
             budget_groups,
             max_group_bytes,
             table: index,
-            groups: groups
-                .into_iter()
-                .map(|range| table.cells[range].to_vec())
-                .collect(),
+            groups,
         }
     }
 
@@ -1772,6 +1798,36 @@ fn range_cells(
 }
 
 /// EXPLAIN's line for how a split statement's partial results are merged.
+/// `cells` (whose ledger entries are `metas`) cut into `parts` runs of rows, one group of
+/// cell slices each (see [`leafcutter::cut_row_slices`]); `None` when the rows are too few to
+/// cut or the cells do not match their entries.
+fn row_slices(cells: &[CellRef], metas: &[CellMeta], parts: usize) -> Option<Vec<Vec<CellRef>>> {
+    if cells.len() != metas.len() {
+        return None;
+    }
+    let rows: Vec<u64> = metas.iter().map(|m| m.rows).collect();
+    let runs = leafcutter::cut_row_slices(&rows, parts, leafcutter::MIN_SLICE_ROWS);
+    if runs.is_empty() {
+        return None;
+    }
+    Some(
+        runs.into_iter()
+            .map(|run| {
+                run.into_iter()
+                    .map(|(i, range)| CellRef {
+                        slice: (range.end - range.start < rows[i]).then_some(RowSlice {
+                            start: range.start,
+                            end: range.end,
+                            rows: rows[i],
+                        }),
+                        ..cells[i]
+                    })
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
 fn merge_line(kind: MergeKind) -> String {
     let place = if kind == MergeKind::Concatenate {
         "on the host"

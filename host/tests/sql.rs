@@ -572,6 +572,104 @@ fn scalar_subqueries_over_the_largest_frame_run_first_and_the_rest_splits() {
     });
 }
 
+/// 600 000 rows (`k` 0..600 000, group `g` = k % 7, `v` = k * 3 % 1000) and a table naming
+/// the groups.
+fn one_large_cell() -> (Arc<Schema>, RecordBatch, Arc<Schema>, RecordBatch) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("g", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let k: Vec<i64> = (0..600_000).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(k.clone())),
+            Arc::new(Int64Array::from_iter_values(k.iter().map(|k| k % 7))),
+            Arc::new(Int64Array::from_iter_values(k.iter().map(|k| k * 3 % 1000))),
+        ],
+    )
+    .expect("batch");
+    let names = Arc::new(Schema::new(vec![
+        Field::new("g", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+    ]));
+    let named = RecordBatch::try_new(
+        names.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..7)),
+            Arc::new(StringArray::from_iter_values(
+                ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].iter(),
+            )),
+        ],
+    )
+    .expect("batch");
+    (schema, batch, names, named)
+}
+
+#[test]
+fn a_frame_of_one_large_cell_splits_into_slices_of_its_rows() {
+    let _serial = serial();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("dir");
+    rt.block_on(async {
+        let (schema, batch, names, named) = one_large_cell();
+        let lake = Lake::open(&format!("file://{}", dir.path().display()))
+            .await
+            .expect("open");
+        lake.create_frame("big", &schema, &[], false)
+            .await
+            .expect("frame");
+        let written = lake
+            .write("big", std::slice::from_ref(&batch), WriteMode::Append)
+            .await
+            .expect("write");
+        assert_eq!(written.cells, 1);
+        lake.create_frame("days", &names, &[], false)
+            .await
+            .expect("frame");
+        lake.write("days", std::slice::from_ref(&named), WriteMode::Append)
+            .await
+            .expect("write");
+        let native =
+            SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+        for (name, schema, batch) in [("big", schema, batch), ("days", names, named)] {
+            let table = MemTable::try_new(schema, vec![vec![batch]]).expect("mem");
+            native
+                .register_table(name, Arc::new(table))
+                .expect("register");
+        }
+        let mut session = QuerySession::new(Arc::new(lake), pool());
+        for sql in [
+            // count(*), min and max would come from the cell's statistics if a slice
+            // trusted them.
+            "SELECT count(*), sum(v), min(k), max(k) FROM big",
+            "SELECT g, count(*), sum(v), avg(k) FROM big GROUP BY g ORDER BY g",
+            "SELECT count(*), sum(k) FROM big WHERE k >= 450000 OR v = 7",
+            "SELECT k, v FROM big WHERE v > 990 ORDER BY v DESC, k LIMIT 5",
+            "SELECT k FROM big WHERE v = 999 AND k > 599000",
+        ] {
+            let output = same_answer(&mut session, &native, sql).await;
+            // Two fragments of 300 000 rows each, then the merge.
+            assert_eq!(output.fragments.len(), 2, "{sql}");
+            let explain = explain_plan(&mut session, sql).await;
+            assert!(
+                explain.contains("2 fragments over 1 cells cut into slices of rows"),
+                "{sql}: {explain}"
+            );
+        }
+        // A scalar subquery over the frame runs first, and both parts are cut.
+        let sql = "SELECT count(*) FROM big WHERE v > (SELECT avg(v) + 400 FROM big)";
+        let output = same_answer(&mut session, &native, sql).await;
+        assert_eq!(output.fragments.len(), 4, "{sql}");
+        // A join keeps the cell whole.
+        let sql = "SELECT d.name, count(*), max(b.k) FROM big b JOIN days d ON b.g = d.g \
+                   WHERE b.v < 100 GROUP BY d.name ORDER BY d.name";
+        let output = same_answer(&mut session, &native, sql).await;
+        assert_eq!(output.fragments.len(), 1, "{sql}");
+    });
+}
+
 fn days_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("day", DataType::Utf8, false),

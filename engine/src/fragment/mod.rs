@@ -41,11 +41,14 @@ use crate::{ByteSource, CellId, EngineError, PeakMemoryPool, decode_ipc_chunks};
 mod joins;
 mod keys;
 mod planning;
+mod slices;
 mod split;
 
 use keys::KeyRangeTable;
 pub use keys::{KeyColumn, KeyRange};
 pub use planning::PlanningScan;
+pub use slices::RowSlice;
+use slices::SlicedTable;
 pub use split::{
     JoinColumn, KeyScan, MergeKind, SplitScan, Splitting, equi_join_columns, merge_kind,
     plan_sorting_last, split_optimizer_rules,
@@ -70,13 +73,26 @@ const PARTIAL_READ_BYTES: u64 = 4 << 20;
 /// The scheme and authority under which a fragment's cells are registered.
 const CELL_STORE_URL: &str = "apiary-cells://fragment/";
 
-/// One cell of a table: its handle and size in bytes.
+/// One cell of a table: its handle and size in bytes, and the rows the task reads of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CellRef {
     /// Handle the byte source understands.
     pub id: CellId,
     /// Size of the cell in bytes.
     pub size: u64,
+    /// The rows the task reads; `None`: all of them. A table names a cell once.
+    pub slice: Option<RowSlice>,
+}
+
+impl CellRef {
+    /// All of cell `id`, of `size` bytes.
+    pub fn whole(id: CellId, size: u64) -> Self {
+        Self {
+            id,
+            size,
+            slice: None,
+        }
+    }
 }
 
 /// The cells registered under one table name.
@@ -504,6 +520,16 @@ async fn register_table(
             };
             Arc::new(ListingTable::try_new(config)?)
         }
+    };
+    let slices: HashMap<CellId, RowSlice> = table
+        .cells
+        .iter()
+        .filter_map(|c| Some((c.id, c.slice?)))
+        .collect();
+    let provider: Arc<dyn TableProvider> = if slices.is_empty() {
+        provider
+    } else {
+        Arc::new(SlicedTable::new(provider, slices))
     };
     let provider = match key {
         Some((column, range)) => Arc::new(KeyRangeTable::new(provider, column, range)?),

@@ -30,7 +30,7 @@ impl MemCells {
             .lock()
             .expect("lock")
             .insert(id, Bytes::from(buf));
-        CellRef { id, size }
+        CellRef::whole(id, size)
     }
 }
 
@@ -41,7 +41,7 @@ impl MemCells {
             .lock()
             .expect("lock")
             .insert(id, Bytes::from(bytes));
-        CellRef { id, size }
+        CellRef::whole(id, size)
     }
 }
 
@@ -1154,4 +1154,82 @@ async fn rows_that_meet_outside_the_key_are_not_split_by_it() {
             "{sql}"
         );
     }
+}
+
+/// A cell of `sales(0, rows)` written in row groups of `group_rows` rows.
+fn cell_in_row_groups(cells: &MemCells, id: CellId, rows: i64, group_rows: usize) -> CellRef {
+    let batch = sales(0, rows);
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(group_rows))
+        .build();
+    let mut buf = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    cells.add_bytes(id, buf)
+}
+
+#[tokio::test]
+async fn a_slice_of_a_cell_reads_its_rows_only_and_the_slices_add_up_to_the_cell() {
+    let cells = Arc::new(MemCells::default());
+    // 100 rows in row groups of 40, 40 and 20: slices that start and end inside them.
+    let cell = cell_in_row_groups(&cells, 1, 100, 40);
+    let sql = "SELECT count(*) AS n, count(amount) AS a, sum(id) AS s, min(id) AS lo, max(id) AS hi \
+               FROM sales";
+    let mut answers = Vec::new();
+    for (start, end) in [(0, 30), (30, 75), (75, 100)] {
+        let slice = CellRef {
+            slice: Some(RowSlice {
+                start,
+                end,
+                rows: 100,
+            }),
+            ..cell
+        };
+        answers.push(
+            run(&task(sql, vec![table_of(vec![slice])]), cells.clone())
+                .await
+                .expect("query"),
+        );
+    }
+    // count(*), min and max come from the rows, not from the cell's statistics.
+    let expect = |n: u64, a: u64, s: u64, lo: u64, hi: u64| format!("|{n}|{a}|{s}|{lo}|{hi}|");
+    let answers: Vec<String> = answers.iter().map(|a| a.replace(' ', "")).collect();
+    assert!(
+        answers[0].contains(&expect(30, 27, 435, 0, 29)),
+        "{}",
+        answers[0]
+    );
+    assert!(
+        answers[1].contains(&expect(45, 40, 2340, 30, 74)),
+        "{}",
+        answers[1]
+    );
+    assert!(
+        answers[2].contains(&expect(25, 23, 2175, 75, 99)),
+        "{}",
+        answers[2]
+    );
+    // The three slices hold every row once: 435 + 2340 + 2175 = 0 + 1 + ... + 99.
+}
+
+#[tokio::test]
+async fn a_slice_past_the_cell_is_an_error() {
+    let cells = Arc::new(MemCells::default());
+    let cell = cell_in_row_groups(&cells, 1, 100, 40);
+    let slice = CellRef {
+        slice: Some(RowSlice {
+            start: 50,
+            end: 120,
+            rows: 100,
+        }),
+        ..cell
+    };
+    let err = run(
+        &task("SELECT count(*) FROM sales", vec![table_of(vec![slice])]),
+        cells,
+    )
+    .await
+    .expect_err("a slice past the cell's rows");
+    assert!(err.to_string().contains("50..120"), "{err}");
 }

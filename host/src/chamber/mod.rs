@@ -529,6 +529,11 @@ impl ChamberEngine {
                             .map(|c| types::Cell {
                                 id: c.id,
                                 size: c.size,
+                                slice: c.slice.map(|s| types::RowSlice {
+                                    start: s.start,
+                                    end: s.end,
+                                    rows: s.rows,
+                                }),
                             })
                             .collect(),
                     })
@@ -560,6 +565,7 @@ impl ChamberEngine {
                         .map(|c| types::Cell {
                             id: c.id,
                             size: c.size,
+                            slice: None,
                         })
                         .collect(),
                 ),

@@ -241,10 +241,7 @@ pub(crate) fn task_fragment(
             .iter()
             .map(|c| {
                 keys.push((c.key.clone(), c.size));
-                CellRef {
-                    id: (keys.len() - 1) as CellId,
-                    size: c.size,
-                }
+                CellRef::whole((keys.len() - 1) as CellId, c.size)
             })
             .collect();
         TableCells {
