@@ -1119,11 +1119,15 @@ impl QuerySession {
             self.cache.clone(),
         )?);
         let plan = self.plan(&physical, &scans, &tables, &metas);
-        // Several cells, or enough rows in one to cut it into slices.
-        let divisible = metas.iter().any(|cells| {
-            cells.len() > 1
-                || cells.iter().map(|c| c.rows).sum::<u64>() >= 2 * leafcutter::MIN_SLICE_ROWS
-        });
+        // Several cells, or one frame with rows enough to cut into slices (see `plan`: joins
+        // keep their cells whole).
+        let divisible = match metas.as_slice() {
+            [cells] => {
+                cells.len() > 1
+                    || cells.iter().map(|c| c.rows).sum::<u64>() >= 2 * leafcutter::MIN_SLICE_ROWS
+            }
+            frames => frames.iter().any(|cells| cells.len() > 1),
+        };
         Ok(Prepared {
             divisible,
             sql: sql.to_owned(),
