@@ -514,7 +514,11 @@ impl QuerySession {
                     .get(split)
                     .cloned()
                     .ok_or_else(|| Error::Internal("a split statement without a table".into()))?;
-                if let (Some(config), Some(schema)) = (&self.swarm, schemas.get(split).cloned()) {
+                // Slices of rows stay on this node's bees; the swarm shares whole cells.
+                let sliced = groups.iter().flatten().any(|c| c.slice.is_some());
+                if let (Some(config), Some(schema), false) =
+                    (&self.swarm, schemas.get(split).cloned(), sliced)
+                {
                     let coordinator = Coordinator {
                         lake: &self.lake,
                         pool: &self.pool,

@@ -257,6 +257,32 @@ fn tpch_lake(lake: TestLake) -> TestLake {
     lake
 }
 
+/// `tpch.part.big`: one cell of 600 000 rows (`k` 0..600 000), enough to cut into slices.
+fn add_one_large_cell(lake: &TestLake) {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int64Array::from_iter_values(0..600_000))],
+    )
+    .expect("batch");
+    runtime().block_on(async {
+        let lake = Lake::open_with(&lake.uri, &lake.options())
+            .await
+            .expect("open");
+        lake.create_frame("tpch.part.big", &schema, &[], false)
+            .await
+            .expect("frame");
+        let written = lake
+            .write("tpch.part.big", &[batch], WriteMode::Append)
+            .await
+            .expect("write");
+        assert_eq!(written.cells, 1);
+    });
+}
+
 /// `EXPLAIN ANALYZE query` in `tpch.part`, distributed always: its output.
 fn explain_analyze(root: &Path, lake: &TestLake, query: &str) -> String {
     let explain = format!("EXPLAIN ANALYZE {query}");
@@ -440,6 +466,30 @@ fn distributed(root: &Path, lake: &TestLake) {
     assert!(text.contains("on 3 nodes"), "{text}");
     assert!(text.contains("of tpch.part.lineitem"), "{text}");
     assert_eq!(queries_left(lake), 0, "query directories are removed");
+
+    // A frame of one large cell is cut into slices of its rows, which stay on this node's
+    // bees even when distributing always: the swarm shares whole cells.
+    add_one_large_cell(lake);
+    let big = "SELECT count(*) AS n, sum(k) AS s FROM big";
+    let text = explain_analyze(root, lake, big);
+    assert!(
+        text.contains("2 fragments over 1 cells cut into slices of rows"),
+        "{text}"
+    );
+    assert!(!text.contains("on 3 nodes"), "{text}");
+    for node in &nodes {
+        assert!(!text.contains(&format!("node {}, bee", node.id)), "{text}");
+    }
+    let out = sql(root, lake, "always", &["USE tpch.part", big])
+        .output()
+        .expect("big");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "using tpch.part\nn,s\n600000,179999700000\n");
+    assert!(
+        !stderr(&out).contains("statement distributed"),
+        "{}",
+        stderr(&out)
+    );
 
     // kill -9 of a worker mid-query: freeze it first so that it holds its tasks unfinished,
     // start the query, and kill it once the manifest is out.
