@@ -515,9 +515,8 @@ impl QuerySession {
                     .cloned()
                     .ok_or_else(|| Error::Internal("a split statement without a table".into()))?;
                 // Slices of rows stay on this node's bees; the swarm shares whole cells.
-                let sliced = groups.iter().flatten().any(|c| c.slice.is_some());
                 if let (Some(config), Some(schema), false) =
-                    (&self.swarm, schemas.get(split).cloned(), sliced)
+                    (&self.swarm, schemas.get(split).cloned(), sliced(&groups))
                 {
                     let coordinator = Coordinator {
                         lake: &self.lake,
@@ -844,7 +843,7 @@ impl QuerySession {
                     .map(|c| c.id)
                     .collect::<BTreeSet<_>>()
                     .len();
-                let sliced = if groups.iter().flatten().any(|c| c.slice.is_some()) {
+                let slices = if sliced(groups) {
                     " cut into slices of rows"
                 } else {
                     ""
@@ -864,7 +863,7 @@ impl QuerySession {
                 rows.push((
                     "fragments".into(),
                     format!(
-                        "{} fragments over {cells} cells{sliced}{split}{limit}, {} at a time on \
+                        "{} fragments over {cells} cells{slices}{split}{limit}, {} at a time on \
                          {bees} bees",
                         groups.len(),
                         groups.len().min(bees),
@@ -1805,7 +1804,6 @@ fn range_cells(
     kept
 }
 
-/// EXPLAIN's line for how a split statement's partial results are merged.
 /// `cells` (whose ledger entries are `metas`) cut into `parts` runs of rows, one group of
 /// cell slices each (see [`leafcutter::cut_row_slices`]); `None` when the rows are too few to
 /// cut or the cells do not match their entries.
@@ -1836,6 +1834,12 @@ fn row_slices(cells: &[CellRef], metas: &[CellMeta], parts: usize) -> Option<Vec
     )
 }
 
+/// Whether some of `groups` read only a slice of a cell's rows.
+fn sliced(groups: &[Vec<CellRef>]) -> bool {
+    groups.iter().flatten().any(|c| c.slice.is_some())
+}
+
+/// EXPLAIN's line for how a split statement's partial results are merged.
 fn merge_line(kind: MergeKind) -> String {
     let place = if kind == MergeKind::Concatenate {
         "on the host"
