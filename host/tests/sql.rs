@@ -239,13 +239,14 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
                         // Partsupp read twice, in one cell: split by ranges of the part key,
                         // a fragment per bee, each skipping the other range's pages.
                         "q2" => 2,
-                        // One ship mode; lineitem aggregated below a join by two keys, and
-                        // the suppliers found sorted (split by supplier key ranges, every
-                        // fragment would read every cell).
+                        // One ship mode; lineitem aggregated below a join by two keys, too
+                        // many groups to merge, and the suppliers found sorted (split by
+                        // supplier key ranges, every fragment would read every cell).
                         "q19" | "q20" => 1,
                         // Lineitem read twice, once in a scalar subquery: that runs first,
-                        // over the seven ship modes, and the rest whole.
-                        "q15" => 8,
+                        // over the seven ship modes, and the rest too, cut at lineitem's
+                        // sums by supplier under the join with supplier.
+                        "q15" => 14,
                         _ => output.fragments.len(),
                     };
                     assert_eq!(output.fragments.len(), fragments, "{name}");
@@ -341,7 +342,8 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
         // A single frame's fragments are limited to a quarter of the 512 MiB budget.
         let explain = explain_plan(&mut uncapped, tpch_query("q1")).await;
         assert!(explain.contains("(at most 128.0 MiB of cells each)"), "{explain}");
-        let explain = explain_plan(&mut session, tpch_query("q20")).await;
+        // Q22 looks up orders' customers in an anti join.
+        let explain = explain_plan(&mut session, tpch_query("q22")).await;
         assert!(
             explain.contains("a join that needs all the rows of its largest frame at once"),
             "{explain}"
@@ -533,11 +535,41 @@ fn scalar_subqueries_over_the_largest_frame_run_first_and_the_rest_splits() {
             explain.contains(&format!("{} fragments over 3 cells", cores.min(2))) || cores == 1,
             "{explain}"
         );
-        // TPC-H Q15: the subquery reads the statement's common table expression.
+        // TPC-H Q15: the subquery reads the statement's common table expression. The rest
+        // sums lineitem by supplier under a join with supplier: the fragments sum their
+        // cells, and the merge finishes the sums and joins them to supplier, which it reads.
         let q15 = tpch_query("q15");
         let output = session.sql(q15).await.expect("q15");
         assert_eq!(pretty(&output.batches), native_tpch(q15).await);
         assert_eq!(subquery_runs(&output), cores.min(2));
+        assert_eq!(output.fragments.len(), 2 * cores.min(2));
+        if cores > 1 {
+            let merge = output.merge.as_ref().expect("merged");
+            assert_eq!(merge.kind, MergeKind::FinalAggregate);
+            // The merge read supplier's cell.
+            let stats = merge.stats.as_ref().expect("a merge chamber");
+            assert!(stats.bytes_read > merge.input_bytes, "{stats:?}");
+            let explain = explain_plan(&mut session, q15).await;
+            assert!(
+                explain.contains(
+                    "2 fragments over 3 cells of tpch.ordered.lineitem (each aggregates its \
+                     part; the merge joins the aggregates to the other frames, which it reads \
+                     itself)"
+                ),
+                "{explain}"
+            );
+        }
+        // TPC-H Q20 sums lineitem by part and supplier under its joins: the cells'
+        // statistics allow about as many groups as rows, so it runs whole.
+        let q20 = tpch_query("q20");
+        let output = session.sql(q20).await.expect("q20");
+        assert_eq!(pretty(&output.batches), native_tpch(q20).await);
+        assert_eq!(output.fragments.len(), 1);
+        let explain = explain_plan(&mut session, q20).await;
+        assert!(
+            explain.contains("its plan can be cut only at an aggregation under a join"),
+            "{explain}"
+        );
         // No rows: null, so no row equals it.
         let none = "SELECT count(*) AS n FROM lineitem \
                     WHERE l_quantity = (SELECT l_quantity FROM lineitem WHERE l_orderkey < 0)";

@@ -47,11 +47,12 @@ mod split;
 use keys::KeyRangeTable;
 pub use keys::{KeyColumn, KeyRange};
 pub use planning::PlanningScan;
+use planning::PlanningTable;
 pub use slices::RowSlice;
 use slices::SlicedTable;
 pub use split::{
-    JoinColumn, KeyScan, MergeKind, SplitScan, Splitting, equi_join_columns, merge_kind,
-    plan_sorting_last, split_optimizer_rules,
+    JoinColumn, KeyScan, MergeKind, SplitScan, Splitting, equi_join_columns, groups_below_joins,
+    merge_kind, plan_sorting_last, split_optimizer_rules,
 };
 use split::{Split, split};
 
@@ -145,10 +146,13 @@ pub enum Stage {
     Keyed(KeyRange),
     /// The part above the cut, over the partial results: one Arrow IPC stream per
     /// fragment, read whole through the byte source under these handles. The statement's
-    /// tables need schemas only.
+    /// tables need schemas only, unless the cut is an aggregation under a join.
     Merge {
         /// The partial results, in fragment order.
         inputs: Vec<CellRef>,
+        /// For a cut at an aggregation under a join, the table whose cells the fragments
+        /// split; the task holds the cells of the other tables, which the merge reads.
+        split: Option<String>,
     },
 }
 
@@ -332,7 +336,21 @@ async fn attempt(
         Stage::Keyed(range) => Some(range),
         _ => None,
     };
+    let merge_split = match &task.stage {
+        Stage::Merge { split, .. } => split.as_deref(),
+        _ => None,
+    };
     for table in &task.tables {
+        if merge_split == Some(table.name.as_str()) {
+            let schema = table.schema.clone().ok_or_else(|| {
+                EngineError::Internal(format!("the split table `{}` has no schema", table.name))
+            })?;
+            ctx.register_table(
+                table_reference(&ctx, &table.name)?,
+                Arc::new(PlanningTable::new(schema)),
+            )?;
+            continue;
+        }
         let key = range.and_then(|range| Some((range.column_of(&table.name)?, range)));
         register_table(&ctx, table, key).await?;
     }
@@ -359,8 +377,12 @@ async fn attempt(
             summary.merge = Some(split.kind);
             split.partial
         }
-        Stage::Merge { inputs } => {
-            let split = cut(&planned, None)?;
+        Stage::Merge { inputs, split } => {
+            let is_split_scan = |node: &dyn ExecutionPlan| node.is::<PlanningScan>();
+            let splitting = split
+                .as_ref()
+                .map(|_| Splitting::Cells(&is_split_scan as SplitScan<'_>));
+            let split = cut(&planned, splitting)?;
             let schema = split.partial.schema();
             let mut partitions = Vec::with_capacity(inputs.len());
             for input in inputs {

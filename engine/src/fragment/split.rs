@@ -23,6 +23,13 @@
 //! or sums the split side's columns, ignoring nulls (TPC-H Q13's orders per customer): the
 //! rows a fragment adds for the preserved rows its part does not match change no answer.
 //!
+//! Where the chain finds no cut because the split scan's rows are aggregated under a join
+//! (TPC-H Q15 sums lineitem by supplier, then joins the sums to supplier), the cut may be
+//! that aggregation: the first one down from the root, on the only path that reaches the
+//! split scan, whose input distributes. Every fragment runs its partial aggregation; the
+//! merge finishes it and runs everything above it, joins included, reading the frames they
+//! join itself. The host decides whether the groups are few enough for that to pay.
+//!
 //! Anything else (a join that needs all of the split frame's rows at once, such as a full
 //! outer join or the inner side of a semi join, the split frame read twice, unions, window
 //! functions, a full sort, a bare LIMIT) is not split: the statement runs whole in one
@@ -116,9 +123,16 @@ pub(crate) struct Split {
     pub kind: MergeKind,
     /// What every fragment runs over its cells.
     pub partial: Arc<dyn ExecutionPlan>,
-    /// The operators above the cut, root first, and what replaces the cut in the merge.
-    ancestors: Vec<Arc<dyn ExecutionPlan>>,
+    /// The operators above the cut, root first, each with the input the path down to the
+    /// cut takes, and what replaces the cut in the merge.
+    ancestors: Vec<(Arc<dyn ExecutionPlan>, usize)>,
     merge_node: MergeNode,
+    /// The cut is an aggregation under a join: the merge joins the final aggregation with
+    /// frames it reads itself.
+    pub below_joins: bool,
+    /// For a cut under a join, the aggregation's grouping columns, each traced to the scan
+    /// column it is (`None`: computed).
+    groups: Vec<Option<JoinColumn>>,
 }
 
 /// What sits at the cut in the merge plan, over the partial results.
@@ -154,8 +168,8 @@ impl Split {
                 Arc::new(final_agg)
             }
         };
-        for parent in self.ancestors.iter().rev() {
-            node = with_child(parent, node)?;
+        for (parent, input) in self.ancestors.iter().rev() {
+            node = with_child_at(parent, *input, node)?;
         }
         Ok(node)
     }
@@ -165,6 +179,20 @@ impl Split {
 /// it runs whole.
 pub fn merge_kind(plan: &Arc<dyn ExecutionPlan>, splitting: Splitting<'_>) -> Option<MergeKind> {
     split(plan, Some(splitting)).ok().flatten().map(|s| s.kind)
+}
+
+/// When `plan`, divided as `splitting` says, is cut at an aggregation under a join (so that
+/// its merge reads the frames joined above the cut), the aggregation's grouping columns,
+/// each traced to the scan column it is (`None`: a computed one).
+pub fn groups_below_joins(
+    plan: &Arc<dyn ExecutionPlan>,
+    splitting: Splitting<'_>,
+) -> Option<Vec<Option<JoinColumn>>> {
+    split(plan, Some(splitting))
+        .ok()
+        .flatten()
+        .filter(|s| s.below_joins)
+        .map(|s| s.groups)
 }
 
 /// The physical optimizer rules for plans that may be split: DataFusion's defaults without
@@ -221,6 +249,20 @@ pub(crate) fn split(
     plan: &Arc<dyn ExecutionPlan>,
     splitting: Option<Splitting<'_>>,
 ) -> Result<Option<Split>> {
+    if let Some(split) = split_chain(plan, splitting)? {
+        return Ok(Some(split));
+    }
+    match splitting {
+        Some(Splitting::Cells(split_scan)) => split_below_joins(plan, split_scan),
+        _ => Ok(None),
+    }
+}
+
+/// The cut on the chain of single-input operators from the root (see the module's docs).
+fn split_chain(
+    plan: &Arc<dyn ExecutionPlan>,
+    splitting: Option<Splitting<'_>>,
+) -> Result<Option<Split>> {
     let path = chain(plan);
     // The chain's last node is its leaf, or the first node with several inputs (a join),
     // whose rows the split scan's path below it must carry.
@@ -259,10 +301,12 @@ pub(crate) fn split(
             partial: plan.clone(),
             ancestors: Vec::new(),
             merge_node: MergeNode::Nothing,
+            below_joins: false,
+            groups: Vec::new(),
         }));
     };
     let node = &path[cut];
-    let ancestors = path[..cut].to_vec();
+    let ancestors: Vec<_> = path[..cut].iter().map(|n| (n.clone(), 0)).collect();
     if let Some(agg) = node.as_ref().downcast_ref::<AggregateExec>() {
         return Ok(match agg.mode() {
             AggregateMode::Partial => Some(Split {
@@ -270,6 +314,8 @@ pub(crate) fn split(
                 partial: node.clone(),
                 ancestors,
                 merge_node: MergeNode::Nothing,
+                below_joins: false,
+                groups: Vec::new(),
             }),
             AggregateMode::Single | AggregateMode::SinglePartitioned => {
                 let partial = AggregateExec::try_new(
@@ -288,6 +334,8 @@ pub(crate) fn split(
                     partial: Arc::new(partial),
                     ancestors,
                     merge_node: MergeNode::Final(node.clone()),
+                    below_joins: false,
+                    groups: Vec::new(),
                 })
             }
             _ => None,
@@ -300,6 +348,8 @@ pub(crate) fn split(
                 partial: node.clone(),
                 ancestors,
                 merge_node: MergeNode::Again(node.clone()),
+                below_joins: false,
+                groups: Vec::new(),
             }));
         }
         // A full sort splits only by key ranges, which come from joins whose work then
@@ -313,10 +363,71 @@ pub(crate) fn split(
                 partial: sort.input().clone(),
                 ancestors,
                 merge_node: MergeNode::Again(node.clone()),
+                below_joins: false,
+                groups: Vec::new(),
             }));
         }
     }
     Ok(None)
+}
+
+/// A cut at an aggregation under a join, where the chain from the root has none (TPC-H
+/// Q15 and Q20 aggregate lineitem by supplier, then join the sums to other frames): down
+/// from the root along the one input that holds the split scan, the first aggregation whose
+/// input distributes over the split becomes a partial aggregation in every fragment. The
+/// merge finishes it and runs everything above it, joins included, reading the other frames
+/// whole itself.
+fn split_below_joins(
+    plan: &Arc<dyn ExecutionPlan>,
+    split_scan: SplitScan<'_>,
+) -> Result<Option<Split>> {
+    let mut ancestors: Vec<(Arc<dyn ExecutionPlan>, usize)> = Vec::new();
+    let mut node = plan.clone();
+    loop {
+        let children = node.children();
+        let holding: Vec<usize> = (0..children.len())
+            .filter(|&i| reaches(children[i], split_scan))
+            .collect();
+        let [input] = holding.as_slice() else {
+            return Ok(None);
+        };
+        if let Some(agg) = node.as_ref().downcast_ref::<AggregateExec>()
+            && ancestors.iter().any(|(n, _)| n.children().len() > 1)
+            && matches!(
+                agg.mode(),
+                AggregateMode::Single | AggregateMode::SinglePartitioned
+            )
+            && agg.group_expr().is_single()
+            && agg.limit_options().is_none()
+            && distributes(agg.input(), split_scan, false)
+        {
+            let partial = AggregateExec::try_new(
+                AggregateMode::Partial,
+                agg.group_expr().clone(),
+                agg.aggr_expr().to_vec(),
+                agg.filter_expr().to_vec(),
+                agg.input().clone(),
+                agg.input_schema(),
+            )?;
+            let groups = agg
+                .group_expr()
+                .expr()
+                .iter()
+                .map(|(expr, _)| origin(agg.input(), column_index(expr)?))
+                .collect();
+            return Ok(Some(Split {
+                kind: MergeKind::FinalAggregate,
+                partial: Arc::new(partial),
+                ancestors,
+                merge_node: MergeNode::Final(node.clone()),
+                below_joins: true,
+                groups,
+            }));
+        }
+        let next = children[*input].clone();
+        ancestors.push((node.clone(), *input));
+        node = next;
+    }
 }
 
 /// Whether the rows of `node` over a part of the split scan's rows, for each part of a
@@ -756,8 +867,23 @@ fn with_child(
     parent: &Arc<dyn ExecutionPlan>,
     child: Arc<dyn ExecutionPlan>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
+    with_child_at(parent, 0, child)
+}
+
+/// `parent` with `child` in place of its input `index`.
+fn with_child_at(
+    parent: &Arc<dyn ExecutionPlan>,
+    index: usize,
+    child: Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut children: Vec<Arc<dyn ExecutionPlan>> =
+        parent.children().into_iter().cloned().collect();
+    let slot = children
+        .get_mut(index)
+        .ok_or_else(|| internal("the path to the cut names a missing input"))?;
+    *slot = child;
     parent.clone().replace_children(
-        vec![child],
+        children,
         ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
     )
 }

@@ -490,13 +490,22 @@ async fn run_split(
         inputs.push(cells.add_bytes(1000 + i as CellId, ipc_stream(&sink)?));
     }
     assert!(kinds.windows(2).all(|w| w[0] == w[1]), "{kinds:?}");
+    // A merge over a cut under a join reads the other tables itself, as the host gives it.
+    let below_joins = cut_of(sql, others).await.is_some_and(|(_, below)| below);
     let mut tables = vec![table_of(Vec::new())];
     tables.extend(others.iter().map(|t| TableCells {
-        cells: Vec::new(),
+        cells: if below_joins {
+            t.cells.clone()
+        } else {
+            Vec::new()
+        },
         ..t.clone()
     }));
     let mut merge = task(sql, tables);
-    merge.stage = Stage::Merge { inputs };
+    merge.stage = Stage::Merge {
+        inputs,
+        split: below_joins.then(|| "sales".to_owned()),
+    };
     let kind = kinds[0];
     if kind == MergeKind::Concatenate {
         // The host concatenates these itself; the merge stage must agree with it.
@@ -569,6 +578,11 @@ fn ipc_stream(sink: &Collect) -> Result<Vec<u8>, EngineError> {
 /// How a statement split over the cells of `sales`, with `others` read whole, would be
 /// merged, as the host sees it: `None` also when it reads `sales` twice.
 async fn merge_kind_of(sql: &str, others: &[TableCells]) -> Option<MergeKind> {
+    cut_of(sql, others).await.map(|(kind, _)| kind)
+}
+
+/// [`merge_kind_of`], and whether the cut is an aggregation under a join.
+async fn cut_of(sql: &str, others: &[TableCells]) -> Option<(MergeKind, bool)> {
     let ctx = planning_context();
     let sales_table = Arc::new(Planned {
         schema: sales(0, 1).schema(),
@@ -593,7 +607,11 @@ async fn merge_kind_of(sql: &str, others: &[TableCells]) -> Option<MergeKind> {
     let is_split_scan = |node: &dyn ExecutionPlan| {
         std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(leaf))
     };
-    merge_kind(&plan, Splitting::Cells(&is_split_scan))
+    let kind = merge_kind(&plan, Splitting::Cells(&is_split_scan))?;
+    Some((
+        kind,
+        groups_below_joins(&plan, Splitting::Cells(&is_split_scan)).is_some(),
+    ))
 }
 
 /// The split answer equals the whole answer for each grouping of the six cells of `sales`,
@@ -826,14 +844,51 @@ async fn joins_that_need_all_the_split_rows_at_once_are_not_split() {
         "SELECT count(*) AS n FROM regions WHERE r_region IN (SELECT region FROM sales)",
         "SELECT r_region FROM regions WHERE NOT EXISTS \
          (SELECT 1 FROM sales WHERE region = r_region)",
-        // Aggregated below the join.
-        "SELECT r_manager, max(n) AS m FROM regions JOIN \
-         (SELECT region, count(*) AS n FROM sales GROUP BY region) c ON c.region = r_region \
-         GROUP BY r_manager",
         // Read twice.
         "SELECT count(*) AS n FROM sales a JOIN sales b ON a.id = b.id",
     ] {
         assert_eq!(merge_kind_of(sql, &others).await, None, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn an_aggregation_under_a_join_is_cut_and_the_merge_reads_the_other_frames() {
+    let (cells, refs) = six_cells();
+    let others = [regions(&cells)];
+    for sql in [
+        "SELECT r_manager, max(n) AS m FROM regions JOIN \
+         (SELECT region, count(*) AS n FROM sales GROUP BY region) c ON c.region = r_region \
+         GROUP BY r_manager ORDER BY r_manager",
+        // TPC-H Q15's shape: sums per group, filtered and joined, in order.
+        "SELECT r_region, r_manager, s, a FROM regions JOIN \
+         (SELECT region, sum(amount) AS s, avg(amount) AS a FROM sales WHERE id % 3 <> 0 \
+          GROUP BY region) t ON t.region = r_region WHERE s > 100 ORDER BY r_region",
+        // The aggregation under the kept side of an outer join, a limit above it.
+        "SELECT r_region, n FROM regions LEFT JOIN \
+         (SELECT region, count(DISTINCT id % 7) AS n FROM sales GROUP BY region) c \
+         ON c.region = r_region ORDER BY r_region LIMIT 3",
+    ] {
+        assert_eq!(
+            cut_of(sql, &others).await,
+            Some((MergeKind::FinalAggregate, true)),
+            "{sql}"
+        );
+        assert_split_matches_with(
+            sql,
+            MergeKind::FinalAggregate,
+            &cells,
+            &refs,
+            &others,
+            64 << 20,
+        )
+        .await;
+    }
+    // Grouping sets and a limit on the groups keep the statement whole.
+    for sql in ["SELECT r_manager, n FROM regions JOIN \
+         (SELECT region, count(*) AS n FROM sales GROUP BY ROLLUP (region)) c \
+         ON c.region = r_region"]
+    {
+        assert_eq!(cut_of(sql, &others).await, None, "{sql}");
     }
 }
 
@@ -983,7 +1038,10 @@ async fn run_keyed(
         })
         .collect();
     let mut merge = task(sql, empty);
-    merge.stage = Stage::Merge { inputs };
+    merge.stage = Stage::Merge {
+        inputs,
+        split: None,
+    };
     Ok((run(&merge, cells.clone()).await?, kinds[0]))
 }
 

@@ -559,8 +559,8 @@ impl ChamberEngine {
                     low: range.low,
                     high: range.high,
                 }),
-                Stage::Merge { inputs } => types::Stage::Merge(
-                    inputs
+                Stage::Merge { inputs, split } => types::Stage::Merge(types::MergeInputs {
+                    inputs: inputs
                         .iter()
                         .map(|c| types::Cell {
                             id: c.id,
@@ -568,7 +568,8 @@ impl ChamberEngine {
                             slice: None,
                         })
                         .collect(),
-                ),
+                    split: split.clone(),
+                }),
             },
             functions: fragment
                 .functions
