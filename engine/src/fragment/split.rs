@@ -318,14 +318,7 @@ fn split_chain(
                 groups: Vec::new(),
             }),
             AggregateMode::Single | AggregateMode::SinglePartitioned => {
-                let partial = AggregateExec::try_new(
-                    AggregateMode::Partial,
-                    agg.group_expr().clone(),
-                    agg.aggr_expr().to_vec(),
-                    agg.filter_expr().to_vec(),
-                    agg.input().clone(),
-                    agg.input_schema(),
-                )?;
+                let partial = partial_of(agg)?;
                 // A limit on the groups (from GROUP BY ... LIMIT) is dropped: the partial
                 // aggregations cannot know which groups survive, and the operators above
                 // the final aggregation apply the limit anyway.
@@ -401,14 +394,7 @@ fn split_below_joins(
             && agg.limit_options().is_none()
             && distributes(agg.input(), split_scan, false)
         {
-            let partial = AggregateExec::try_new(
-                AggregateMode::Partial,
-                agg.group_expr().clone(),
-                agg.aggr_expr().to_vec(),
-                agg.filter_expr().to_vec(),
-                agg.input().clone(),
-                agg.input_schema(),
-            )?;
+            let partial = partial_of(agg)?;
             let groups = agg
                 .group_expr()
                 .expr()
@@ -860,6 +846,18 @@ fn keeps_rows_of(node: &dyn ExecutionPlan, side: usize) -> bool {
         ),
         _ => false,
     }
+}
+
+/// The partial aggregation of the single-phase aggregation `agg`, over the same input.
+fn partial_of(agg: &AggregateExec) -> Result<AggregateExec> {
+    AggregateExec::try_new(
+        AggregateMode::Partial,
+        agg.group_expr().clone(),
+        agg.aggr_expr().to_vec(),
+        agg.filter_expr().to_vec(),
+        agg.input().clone(),
+        agg.input_schema(),
+    )
 }
 
 /// `parent` over a new single input.
