@@ -35,7 +35,8 @@ use apiary_engine::lake::{CellMeta, ColumnStats, FrameSchema};
 use apiary_engine::{
     ByteSource, CellId, CellRef, FunctionCaller, JoinColumn, KeyColumn, KeyRange, MergeKind,
     NoFunctions, PlanningScan, RowSlice, Splitting, Stage, TableCells, equi_join_columns,
-    groups_below_joins, merge_kind, plan_sorting_last, register_functions, split_optimizer_rules,
+    merge_kind, merge_kind_and_groups, plan_sorting_last, register_functions,
+    split_optimizer_rules,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -1215,21 +1216,24 @@ impl QuerySession {
                 let is_split_scan = |node: &dyn ExecutionPlan| {
                     std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(&read.exec))
                 };
-                let groups = groups_below_joins(physical, Splitting::Cells(&is_split_scan));
-                below_joins = groups.is_some();
-                match groups {
-                    Some(groups) if !few_groups(&groups, read, &metas[index]) => Err(
-                        "its plan can be cut only at an aggregation under a join, and the \
+                match merge_kind_and_groups(physical, Splitting::Cells(&is_split_scan)) {
+                    Some((_, Some(groups))) if !few_groups(&groups, read, &metas[index]) => {
+                        below_joins = true;
+                        Err(
+                            "its plan can be cut only at an aggregation under a join, and the \
                              cells' statistics do not bound its groups well below its rows",
-                    ),
-                    _ => merge_kind(physical, Splitting::Cells(&is_split_scan)).ok_or(
-                        if tables.len() == 1 {
-                            "its plan cannot be cut: a window, full sort or bare LIMIT"
-                        } else {
-                            "its plan cannot be cut: a window, full sort or bare LIMIT, or a \
-                             join that needs all the rows of its largest frame at once"
-                        },
-                    ),
+                        )
+                    }
+                    Some((kind, groups)) => {
+                        below_joins = groups.is_some();
+                        Ok(kind)
+                    }
+                    None => Err(if tables.len() == 1 {
+                        "its plan cannot be cut: a window, full sort or bare LIMIT"
+                    } else {
+                        "its plan cannot be cut: a window, full sort or bare LIMIT, or a join \
+                         that needs all the rows of its largest frame at once"
+                    }),
                 }
             }
             _ => Err(if tables.len() == 1 {

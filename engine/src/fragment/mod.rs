@@ -51,8 +51,8 @@ use planning::PlanningTable;
 pub use slices::RowSlice;
 use slices::SlicedTable;
 pub use split::{
-    JoinColumn, KeyScan, MergeKind, SplitScan, Splitting, equi_join_columns, groups_below_joins,
-    merge_kind, plan_sorting_last, split_optimizer_rules,
+    JoinColumn, KeyScan, MergeKind, SplitScan, Splitting, equi_join_columns, merge_kind,
+    merge_kind_and_groups, plan_sorting_last, split_optimizer_rules,
 };
 use split::{Split, split};
 

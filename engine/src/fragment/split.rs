@@ -127,12 +127,10 @@ pub(crate) struct Split {
     /// cut takes, and what replaces the cut in the merge.
     ancestors: Vec<(Arc<dyn ExecutionPlan>, usize)>,
     merge_node: MergeNode,
-    /// The cut is an aggregation under a join: the merge joins the final aggregation with
-    /// frames it reads itself.
-    pub below_joins: bool,
-    /// For a cut under a join, the aggregation's grouping columns, each traced to the scan
+    /// For a cut at an aggregation under a join (the merge joins the final aggregation with
+    /// frames it reads itself), the aggregation's grouping columns, each traced to the scan
     /// column it is (`None`: computed).
-    groups: Vec<Option<JoinColumn>>,
+    below_joins: Option<Vec<Option<JoinColumn>>>,
 }
 
 /// What sits at the cut in the merge plan, over the partial results.
@@ -178,21 +176,20 @@ impl Split {
 /// How `plan` would be merged if its rows were divided as `splitting` says, or `None` when
 /// it runs whole.
 pub fn merge_kind(plan: &Arc<dyn ExecutionPlan>, splitting: Splitting<'_>) -> Option<MergeKind> {
-    split(plan, Some(splitting)).ok().flatten().map(|s| s.kind)
+    merge_kind_and_groups(plan, splitting).map(|(kind, _)| kind)
 }
 
-/// When `plan`, divided as `splitting` says, is cut at an aggregation under a join (so that
-/// its merge reads the frames joined above the cut), the aggregation's grouping columns,
-/// each traced to the scan column it is (`None`: a computed one).
-pub fn groups_below_joins(
+/// [`merge_kind`], and when the cut is an aggregation under a join (so that the merge reads
+/// the frames joined above the cut), the aggregation's grouping columns, each traced to the
+/// scan column it is (`None`: a computed one).
+pub fn merge_kind_and_groups(
     plan: &Arc<dyn ExecutionPlan>,
     splitting: Splitting<'_>,
-) -> Option<Vec<Option<JoinColumn>>> {
+) -> Option<(MergeKind, Option<Vec<Option<JoinColumn>>>)> {
     split(plan, Some(splitting))
         .ok()
         .flatten()
-        .filter(|s| s.below_joins)
-        .map(|s| s.groups)
+        .map(|s| (s.kind, s.below_joins))
 }
 
 /// The physical optimizer rules for plans that may be split: DataFusion's defaults without
@@ -301,8 +298,7 @@ fn split_chain(
             partial: plan.clone(),
             ancestors: Vec::new(),
             merge_node: MergeNode::Nothing,
-            below_joins: false,
-            groups: Vec::new(),
+            below_joins: None,
         }));
     };
     let node = &path[cut];
@@ -314,8 +310,7 @@ fn split_chain(
                 partial: node.clone(),
                 ancestors,
                 merge_node: MergeNode::Nothing,
-                below_joins: false,
-                groups: Vec::new(),
+                below_joins: None,
             }),
             AggregateMode::Single | AggregateMode::SinglePartitioned => {
                 let partial = partial_of(agg)?;
@@ -327,8 +322,7 @@ fn split_chain(
                     partial: Arc::new(partial),
                     ancestors,
                     merge_node: MergeNode::Final(node.clone()),
-                    below_joins: false,
-                    groups: Vec::new(),
+                    below_joins: None,
                 })
             }
             _ => None,
@@ -341,8 +335,7 @@ fn split_chain(
                 partial: node.clone(),
                 ancestors,
                 merge_node: MergeNode::Again(node.clone()),
-                below_joins: false,
-                groups: Vec::new(),
+                below_joins: None,
             }));
         }
         // A full sort splits only by key ranges, which come from joins whose work then
@@ -356,8 +349,7 @@ fn split_chain(
                 partial: sort.input().clone(),
                 ancestors,
                 merge_node: MergeNode::Again(node.clone()),
-                below_joins: false,
-                groups: Vec::new(),
+                below_joins: None,
             }));
         }
     }
@@ -406,8 +398,7 @@ fn split_below_joins(
                 partial: Arc::new(partial),
                 ancestors,
                 merge_node: MergeNode::Final(node.clone()),
-                below_joins: true,
-                groups,
+                below_joins: Some(groups),
             }));
         }
         let next = children[*input].clone();

@@ -607,11 +607,8 @@ async fn cut_of(sql: &str, others: &[TableCells]) -> Option<(MergeKind, bool)> {
     let is_split_scan = |node: &dyn ExecutionPlan| {
         std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(leaf))
     };
-    let kind = merge_kind(&plan, Splitting::Cells(&is_split_scan))?;
-    Some((
-        kind,
-        groups_below_joins(&plan, Splitting::Cells(&is_split_scan)).is_some(),
-    ))
+    merge_kind_and_groups(&plan, Splitting::Cells(&is_split_scan))
+        .map(|(kind, groups)| (kind, groups.is_some()))
 }
 
 /// The split answer equals the whole answer for each grouping of the six cells of `sales`,
