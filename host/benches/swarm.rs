@@ -58,6 +58,9 @@ fn settings(dir: &Path, name: &str, poll: Duration, distribute: Distribute) -> S
     settings.poll = poll;
     settings.distribute = distribute;
     settings.cell_cache_dir = dir.join(name).join("cells");
+    // Each node keeps a cell cache, as nodes of a swarm over S3 would (a local lake is read
+    // in place by default).
+    settings.cell_cache = Some(2048 << 20);
     settings
 }
 

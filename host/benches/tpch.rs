@@ -345,9 +345,10 @@ fn main() -> anyhow::Result<()> {
         settings.distribute = distribute;
         settings.heartbeat = Duration::from_secs(1);
         settings.cell_cache_dir = nodes.path().join(name).join("cells");
-        // One node reads the local lake directly; two nodes each keep a cell cache.
-        if args.profile != "two-nodes" {
-            settings.cell_cache = Some(0);
+        // One node reads the local lake in place (the default); two nodes each keep a cell
+        // cache, as nodes of a swarm over S3 would.
+        if args.profile == "two-nodes" {
+            settings.cell_cache = Some(2048 << 20);
         }
         settings
     };

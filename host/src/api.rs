@@ -142,6 +142,10 @@ impl Apiary {
         let cache = match settings.cell_cache {
             _ if uri.starts_with("memory:") => None,
             Some(0) => None,
+            // A local lake's cells are on this machine's disk already: by default they are
+            // read in place, since a copy in the cache would only add the writes (on an SD
+            // card, the slowest part of a first read) and the space.
+            None if lake.meadow().is_local() => None,
             limit => {
                 let dir = settings.cell_cache_dir.clone();
                 let limit = limit.unwrap_or_else(|| CellCache::default_limit(&dir));

@@ -152,7 +152,8 @@ pub struct Settings {
     /// Where the cell cache lives.
     pub cell_cache_dir: PathBuf,
     /// Size limit of the cell cache in bytes; `None` for the default (2 GiB, or a quarter
-    /// of the free disk when less); 0 turns the cache off.
+    /// of the free disk when less, for a lake in S3; off for a local lake, whose cells are
+    /// read in place); 0 turns the cache off.
     pub cell_cache: Option<u64>,
     /// What writes do while the node is hot.
     pub hot_writes: HotWrites,
@@ -497,8 +498,9 @@ impl Settings {
              # this node has bees), always, or never.\n\
              distribute = \"{distribute}\"\n\
              \n\
-             # The cell cache: byte ranges of cells kept on local disk. Default size: 2 GiB, or a\n\
-             # quarter of the free disk when less; 0 turns it off.\n\
+             # The cell cache: byte ranges of an S3 lake's cells kept on local disk. Default size:\n\
+             # 2 GiB, or a quarter of the free disk when less; 0 turns it off. A local lake is\n\
+             # read in place, without the cache, unless cell_cache_mib is set.\n\
              cell_cache_dir = {cell_cache_dir:?}\n\
              # cell_cache_mib = 2048\n\
              \n\

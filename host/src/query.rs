@@ -947,13 +947,17 @@ impl QuerySession {
         if analyze {
             let fetched = prepared.source.fetched();
             let output = self.run(prepared).await?;
+            let fetched = format!(
+                "{} bytes of cells fetched in {} ranged reads on this node",
+                fetched.bytes() + hoisted.storage_reads.0,
+                fetched.calls() + hoisted.storage_reads.1
+            );
             rows.push((
                 "storage".into(),
-                format!(
-                    "{} bytes of cells fetched in {} ranged reads on this node (the rest came from its cell cache)",
-                    fetched.bytes() + hoisted.storage_reads.0,
-                    fetched.calls() + hoisted.storage_reads.1
-                ),
+                match self.cache {
+                    Some(_) => format!("{fetched} (the rest came from its cell cache)"),
+                    None => fetched,
+                },
             ));
             if let Some(t) = &output.temperature {
                 rows.push((

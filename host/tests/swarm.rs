@@ -694,6 +694,72 @@ fn a_second_read_of_a_cell_makes_no_storage_request() {
 }
 
 #[test]
+fn a_local_lake_is_read_in_place_unless_a_cell_cache_size_is_set() {
+    let dir = tempfile::tempdir().expect("dir");
+    runtime().block_on(async {
+        let mut settings = apiary_host::Settings::for_machine()
+            .with_bees(1)
+            .with_budget_mib(128)
+            .with_cache_dir(tmp_root().join("cwasm"));
+        let cells = dir.path().join("cells");
+        settings.cell_cache_dir = cells.clone();
+        let lake = dir.path().join("lake");
+        let apiary = apiary_host::Apiary::open(lake.to_str().expect("utf-8"), settings)
+            .await
+            .expect("open");
+        assert!(apiary.cache().is_none(), "a local lake has no cell cache");
+        apiary
+            .sql("CREATE FRAME t (k BIGINT, v DOUBLE)")
+            .await
+            .expect("create");
+        for i in 0..3 {
+            apiary
+                .sql(&format!(
+                    "INSERT INTO t VALUES ({i}, {i}.5), ({}, 1.0)",
+                    i + 10
+                ))
+                .await
+                .expect("insert");
+        }
+        // Every read of every run goes to the lake's files, and nothing is copied aside.
+        let sum = "SELECT sum(v) AS v FROM t";
+        let first = apiary.query(sum).await.expect("first");
+        let second = apiary.query(sum).await.expect("second");
+        assert_eq!(
+            arrow::util::pretty::pretty_format_batches(&first.batches)
+                .expect("pretty")
+                .to_string(),
+            "+-----+\n| v   |\n+-----+\n| 7.5 |\n+-----+"
+        );
+        let read: u64 = first.fragments.iter().map(|f| f.stats.bytes_read).sum();
+        assert!(read > 0);
+        assert_eq!(first.storage_reads.0, read);
+        assert_eq!(second.storage_reads, first.storage_reads);
+        assert!(!cells.exists(), "no cache directory is made");
+        let explain = apiary
+            .sql(&format!("EXPLAIN ANALYZE {sum}"))
+            .await
+            .expect("explain");
+        let explain = arrow::util::pretty::pretty_format_batches(&explain)
+            .expect("pretty")
+            .to_string();
+        assert!(
+            explain.contains(&format!("{read} bytes of cells fetched in ")),
+            "{explain}"
+        );
+        assert!(!explain.contains("cell cache"), "{explain}");
+        drop(apiary);
+
+        // Given a size, the same lake is cached like any other.
+        let node = small_node(dir.path()).await;
+        assert!(node.cache().is_some(), "a size turns the cache on");
+        node.sql(sum).await.expect("cached");
+        assert!(node.cache().expect("cache").misses() > 0);
+        assert!(std::fs::read_dir(&cells).expect("cache dir").count() > 0);
+    });
+}
+
+#[test]
 fn any_node_removes_expired_and_orphaned_query_directories() {
     let dir = tempfile::tempdir().expect("dir");
     runtime().block_on(async {

@@ -102,6 +102,11 @@ impl Meadow {
         &self.uri
     }
 
+    /// Whether the lake is a directory of this machine (a path or `file://`).
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
     /// The underlying store, for DataFusion and the cell readers.
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
