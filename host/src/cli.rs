@@ -426,10 +426,15 @@ pub fn run_status(settings: &Settings) -> Result<String> {
         }
         for node in nodes {
             let hb = &node.heartbeat;
+            // A node over a local lake reads its cells in place, without a cache.
+            let cache = match hb.cache.limit {
+                0 => "no cell cache".to_owned(),
+                limit => format!("cache {} of {} MiB", hb.cache.bytes / MIB, limit / MIB),
+            };
             line(
                 "node",
                 format!(
-                    "{} {} (heard {:.1} s ago): {} bees x {} MiB, {} cores, {} MiB; {} busy, {} queued, {}; cache {} of {} MiB",
+                    "{} {} (heard {:.1} s ago): {} bees x {} MiB, {} cores, {} MiB; {} busy, {} queued, {}; {cache}",
                     hb.node,
                     node.liveness.as_str(),
                     node.age.as_secs_f64(),
@@ -440,8 +445,6 @@ pub fn run_status(settings: &Settings) -> Result<String> {
                     hb.load.busy,
                     hb.load.queued,
                     hb.load.temperature,
-                    hb.cache.bytes / MIB,
-                    hb.cache.limit / MIB,
                 ),
             );
         }

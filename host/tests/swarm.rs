@@ -414,6 +414,15 @@ fn discovery(root: &Path, lake: &TestLake) {
         "{text}"
     );
     assert!(!text.contains(&b.id), "{text}");
+    // A node over a local lake reads its cells in place; over S3 it keeps a cell cache.
+    let alive = text
+        .lines()
+        .find(|l| l.contains(&format!("{} alive", a.id)))
+        .expect("the survivor's line");
+    match lake.server {
+        Some(_) => assert!(alive.contains("; cache 0 of "), "{alive}"),
+        None => assert!(alive.contains("; no cell cache"), "{alive}"),
+    }
 }
 
 #[test]
