@@ -3,7 +3,8 @@
 //! It implements the `chamber` world on top of `apiary-engine`: cells are read through the
 //! host's `cells` import (only the byte ranges DataFusion asks for), and each result batch
 //! leaves through the `sink` import as the next chunk of an Arrow IPC stream. The host gives
-//! every task a fresh instance, so nothing here outlives a task.
+//! every task a fresh instance, so nothing here outlives a task (a partial task the host
+//! asks to merge every task's results does so within the same `execute`).
 
 #![allow(missing_docs)] // the generated bindings carry no docs; the WIT does
 
@@ -84,6 +85,14 @@ impl FragmentSink for HostSink {
             .as_mut()
             .ok_or_else(|| EngineError::Internal("batch before schema".into()))?;
         Self::emit(&chunker.chunk(batch)?)
+    }
+
+    fn partial_done(&mut self) -> Result<Option<Vec<CellRef>>, EngineError> {
+        // The partial stream ends here; a merge's answer would be a stream of its own.
+        if let Some(chunker) = self.chunker.take() {
+            Self::emit(&chunker.finish()?)?;
+        }
+        Ok(sink::partial_done().map(|inputs| inputs.into_iter().map(cell).collect()))
     }
 }
 

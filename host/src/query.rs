@@ -24,7 +24,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,7 +53,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::cells::MeadowCells;
-use crate::chamber::BoundFunction;
+use crate::chamber::{BoundFunction, MergeHere, PartialResults};
 use crate::lake::FunctionEntry;
 use crate::subquery::{self, Hoisting};
 use crate::swarm::coordinator::{Coordination, Coordinator, Statement};
@@ -150,6 +149,9 @@ pub struct MergeRun {
     pub stats: Option<ChamberStats>,
     /// Wall time of the merge.
     pub elapsed: Duration,
+    /// The fragment in whose chamber the merge ran (the last to finish), by its label;
+    /// `None` for a merge in a chamber of its own, or on the host.
+    pub in_chamber_of: Option<String>,
 }
 
 /// A SQL session on a lake: the current hive and box, and the bees that run fragments.
@@ -691,11 +693,21 @@ impl QuerySession {
         (Option<SchemaRef>, Vec<RecordBatch>, MergeRun),
     )> {
         let pool = self.pool.clone();
+        // The fragment that finishes last merges them all in its chamber (rows to
+        // concatenate need no chamber).
+        let here = (kind != MergeKind::Concatenate).then(|| MergeHere::new(partials.len()));
         let (partials, labels): (Vec<Fragment>, Vec<(String, usize)>) = partials
             .into_iter()
-            .map(|(fragment, label, cells)| (fragment, (label, cells)))
+            .enumerate()
+            .map(|(i, (fragment, label, cells))| {
+                let fragment = Fragment {
+                    merge_here: here.clone().map(|here| (here, i)),
+                    ..fragment
+                };
+                (fragment, (label, cells))
+            })
             .unzip();
-        let outputs = blocking(move || {
+        let mut outputs = blocking(move || {
             let answers = partials
                 .into_iter()
                 .map(|f| pool.submit(f))
@@ -712,16 +724,43 @@ impl QuerySession {
                 other.stats.merge
             )));
         }
-        let merged = self
-            .merge(
-                kind,
-                sql,
-                tables,
-                functions,
-                outputs.iter().map(|o| (o.schema.clone(), &o.batches)),
-                reads,
-            )
-            .await?;
+        let merged = match here {
+            Some(_) => {
+                let Some((index, merger, (stats, input_bytes))) =
+                    outputs.iter_mut().enumerate().find_map(|(i, o)| {
+                        let merged = o.merged.take()?;
+                        Some((i, o, merged))
+                    })
+                else {
+                    return Err(Error::Internal(
+                        "no fragment merged the partial results".into(),
+                    ));
+                };
+                let run = MergeRun {
+                    kind,
+                    input_bytes,
+                    elapsed: stats.elapsed,
+                    stats: Some(stats),
+                    in_chamber_of: labels.get(index).map(|(label, _)| label.clone()),
+                };
+                (
+                    merger.schema.take(),
+                    std::mem::take(&mut merger.batches),
+                    run,
+                )
+            }
+            None => {
+                self.merge(
+                    kind,
+                    sql,
+                    tables,
+                    functions,
+                    outputs.iter().map(|o| (o.schema.clone(), &o.batches)),
+                    reads,
+                )
+                .await?
+            }
+        };
         let runs = labels
             .into_iter()
             .zip(outputs)
@@ -778,6 +817,7 @@ impl QuerySession {
                     .sum(),
                 stats: None,
                 elapsed: started.elapsed(),
+                in_chamber_of: None,
             };
             return Ok((schema, batches, run));
         }
@@ -834,6 +874,7 @@ impl QuerySession {
             input_bytes,
             stats: Some(output.stats),
             elapsed: started.elapsed(),
+            in_chamber_of: None,
         };
         Ok((output.schema, output.batches, run))
     }
@@ -1014,9 +1055,13 @@ impl QuerySession {
                 ));
             }
             if let Some(merge) = &output.merge {
+                let place = merge
+                    .in_chamber_of
+                    .as_ref()
+                    .map_or_else(String::new, |label| format!(", in the chamber of {label}"));
                 let detail = match &merge.stats {
                     Some(stats) => format!(
-                        "bee {}: {} bytes of partial results, {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget",
+                        "bee {}{place}: {} bytes of partial results, {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget",
                         stats.bee,
                         merge.input_bytes,
                         stats.rows,
@@ -1956,47 +2001,6 @@ fn tables_name(tables: &[TableCells], index: usize) -> String {
         .get(index)
         .map(|t| t.name.clone())
         .unwrap_or_default()
-}
-
-/// Partial results held by the host, served to the merge chamber as whole streams under
-/// the handles from `first` on; handles below are the cells of `cells`, for a merge that
-/// reads frames.
-#[derive(Debug)]
-struct PartialResults {
-    first: CellId,
-    streams: Vec<Bytes>,
-    cells: Option<Arc<dyn ByteSource>>,
-}
-
-impl PartialResults {
-    fn stream(&self, cell: CellId) -> std::result::Result<&Bytes, String> {
-        cell.checked_sub(self.first)
-            .and_then(|i| self.streams.get(i as usize))
-            .ok_or_else(|| format!("no partial result {cell}"))
-    }
-}
-
-impl ByteSource for PartialResults {
-    fn size(&self, cell: CellId) -> std::result::Result<u64, String> {
-        match &self.cells {
-            Some(cells) if cell < self.first => cells.size(cell),
-            _ => self.stream(cell).map(|b| b.len() as u64),
-        }
-    }
-
-    fn read(&self, cell: CellId, range: Range<u64>) -> std::result::Result<Bytes, String> {
-        if let Some(cells) = &self.cells
-            && cell < self.first
-        {
-            return cells.read(cell, range);
-        }
-        let bytes = self.stream(cell)?;
-        let end = usize::try_from(range.end)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
-        let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(end);
-        Ok(bytes.slice(start..end))
-    }
 }
 
 /// Run blocking work (waiting on bees) off the async runtime's workers.

@@ -264,6 +264,15 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
                             _ => MergeKind::FinalAggregate,
                         };
                         assert_eq!(merge.kind, kind, "{name}");
+                        // The fragment that finished last merged them in its chamber.
+                        let merger = merge.in_chamber_of.as_deref().expect("merged in place");
+                        assert!(
+                            output
+                                .fragments
+                                .iter()
+                                .any(|f| f.label == merger && f.stats.bee == merge.stats.as_ref().map_or(usize::MAX, |s| s.bee)),
+                            "{name}: {merger}"
+                        );
                     }
                 }
                 assert_eq!(
@@ -288,6 +297,13 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
             assert_eq!(output.fragments.len(), 7, "{sql}");
             assert_eq!(output.merge.as_ref().map(|m| m.kind), Some(*kind), "{sql}");
+            // Rows to concatenate stay on the host; anything else is merged in the chamber
+            // of the fragment that finished last.
+            assert_eq!(
+                output.merge.as_ref().and_then(|m| m.in_chamber_of.as_ref()).is_some(),
+                *kind != MergeKind::Concatenate,
+                "{sql}"
+            );
             let (mut got, mut want) = (pretty(&output.batches), native_tpch(sql).await);
             if *kind == MergeKind::Concatenate {
                 got = sorted_lines(&got);

@@ -27,6 +27,7 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -190,6 +191,17 @@ pub trait FragmentSink {
     /// # Errors
     /// An error stops the fragment.
     fn batch(&mut self, batch: &RecordBatch) -> Result<(), EngineError>;
+
+    /// Called once a partial or keyed task has handed over all its rows. `Some`: every
+    /// task's partial result, each one Arrow IPC stream read whole through the byte
+    /// source, for this task to merge with the plan it holds; the answer then comes as a
+    /// second stream (`schema`, then its batches). `None` (the default): the task ends.
+    ///
+    /// # Errors
+    /// An error stops the fragment.
+    fn partial_done(&mut self) -> Result<Option<Vec<CellRef>>, EngineError> {
+        Ok(None)
+    }
 }
 
 /// Run `task`, reading cells from `source`, calling user-defined functions through
@@ -358,14 +370,15 @@ async fn attempt(
     let (state, logical) = ctx.sql(&task.sql).await?.into_parts();
     let planned = plan_sorting_last(&state, &logical).await?;
     let mut summary = FragmentSummary::default();
-    let plan = match &task.stage {
-        Stage::Whole => planned,
+    // A partial task keeps its cut: it may be asked to merge every task's results too.
+    let (plan, cut_kept) = match &task.stage {
+        Stage::Whole => (planned, None),
         Stage::Partial { split } => {
             let cells = split_cells(task, split)?;
             let is_split_scan = |node: &dyn ExecutionPlan| scans_cells_of(node, &cells);
             let split = cut(&planned, Some(Splitting::Cells(&is_split_scan)))?;
             summary.merge = Some(split.kind);
-            split.partial
+            (split.partial.clone(), Some(split))
         }
         Stage::Keyed(range) => {
             let keyed = keyed_cells(task, range);
@@ -375,7 +388,7 @@ async fn attempt(
             };
             let split = cut(&planned, Some(Splitting::Keys(&key_scan)))?;
             summary.merge = Some(split.kind);
-            split.partial
+            (split.partial.clone(), Some(split))
         }
         Stage::Merge { inputs, split } => {
             let is_split_scan = |node: &dyn ExecutionPlan| node.is::<PlanningScan>();
@@ -383,13 +396,7 @@ async fn attempt(
                 .as_ref()
                 .map(|_| Splitting::Cells(&is_split_scan as SplitScan<'_>));
             let split = cut(&planned, splitting)?;
-            let schema = split.partial.schema();
-            let mut partitions = Vec::with_capacity(inputs.len());
-            for input in inputs {
-                partitions.extend(read_partial(source.as_ref(), *input, &schema)?);
-            }
-            let input = MemorySourceConfig::try_new_exec(&[partitions], schema, None)?;
-            split.merge(input)?
+            (merge_plan(&split, source.as_ref(), inputs)?, None)
         }
     };
     let retry = joins::has_hash_joins(&plan);
@@ -430,8 +437,39 @@ async fn attempt(
     if !schema_sent {
         sink.schema(&schema)?;
     }
+    if let Some(split) = cut_kept
+        && let Some(inputs) = sink.partial_done()?
+    {
+        // The last task to finish merges them all, with the session and plan it holds. The
+        // operators above the cut belong to the plan that ran: their state (a top-k's
+        // dynamic filter, a join's) starts afresh.
+        let merge = reset_plan_states(merge_plan(&split, source.as_ref(), &inputs)?)?;
+        let mut stream = execute_stream(merge, ctx.task_ctx())?;
+        sink.schema(&stream.schema())?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if batch.num_rows() > 0 {
+                sink.batch(&batch)?;
+            }
+        }
+    }
     summary.pool_peak_bytes = pool.peak() as u64;
     Ok(summary)
+}
+
+/// The merge of `split` over `inputs`, the partial results read whole from `source`.
+fn merge_plan(
+    split: &Split,
+    source: &dyn ByteSource,
+    inputs: &[CellRef],
+) -> Result<Arc<dyn ExecutionPlan>, EngineError> {
+    let schema = split.partial.schema();
+    let mut partitions = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        partitions.extend(read_partial(source, *input, &schema)?);
+    }
+    let input = MemorySourceConfig::try_new_exec(&[partitions], schema, None)?;
+    Ok(split.merge(input)?)
 }
 
 /// The cells of the table `name`, whose cells a partial task splits.

@@ -82,6 +82,72 @@ impl FragmentSink for Collect {
     }
 }
 
+/// A partial task's sink that, asked for its partial result, answers with `inputs`, as
+/// the host does for the task that finishes last, and collects the merged answer apart.
+struct MergeHereSink {
+    partial: Collect,
+    inputs: Option<Vec<CellRef>>,
+    merged: Option<Collect>,
+}
+
+impl FragmentSink for MergeHereSink {
+    fn schema(&mut self, schema: &SchemaRef) -> Result<(), EngineError> {
+        self.merged
+            .as_mut()
+            .unwrap_or(&mut self.partial)
+            .schema(schema)
+    }
+
+    fn batch(&mut self, batch: &RecordBatch) -> Result<(), EngineError> {
+        self.merged
+            .as_mut()
+            .unwrap_or(&mut self.partial)
+            .batch(batch)
+    }
+
+    fn partial_done(&mut self) -> Result<Option<Vec<CellRef>>, EngineError> {
+        self.merged = Some(Collect::default());
+        Ok(self.inputs.take())
+    }
+}
+
+/// Run `partial` again as the task that finishes last, merging `inputs` (every task's
+/// partial result) in its own session: its partial rows must be the ones it gave before,
+/// and its merged answer is returned, formatted.
+async fn merge_here(
+    partial: &FragmentTask,
+    cells: &Arc<MemCells>,
+    inputs: &[CellRef],
+    rows_before: &[RecordBatch],
+) -> Result<String, EngineError> {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let mut partial = partial.clone();
+    if partial.scratch_dir.is_some() {
+        partial.scratch_dir = Some(scratch.path().to_path_buf());
+    }
+    let mut sink = MergeHereSink {
+        partial: Collect::default(),
+        inputs: Some(inputs.to_vec()),
+        merged: None,
+    };
+    execute_fragment(
+        &partial,
+        cells.clone(),
+        Arc::new(crate::NoFunctions),
+        &mut sink,
+    )
+    .await?;
+    let rows = |batches: &[RecordBatch]| {
+        sorted_lines(&pretty_format_batches(batches).expect("format").to_string())
+    };
+    assert_eq!(rows(&sink.partial.batches), rows(rows_before));
+    let merged = sink.merged.expect("asked for its partial result");
+    assert!(merged.schema.is_some(), "the merged answer has a schema");
+    Ok(pretty_format_batches(&merged.batches)
+        .expect("format")
+        .to_string())
+}
+
 fn sales(start: i64, rows: i64) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
@@ -464,6 +530,7 @@ async fn run_split(
     let mut inputs = Vec::new();
     let mut sort_merge_joins = false;
     let mut kinds = Vec::new();
+    let mut last = None;
     for (i, group) in groups.iter().enumerate() {
         let mut tables = vec![table_of(group.clone())];
         tables.extend(others.iter().cloned());
@@ -488,6 +555,7 @@ async fn run_split(
         sort_merge_joins |= summary.sort_merge_joins;
         kinds.push(summary.merge.expect("a partial reports its merge"));
         inputs.push(cells.add_bytes(1000 + i as CellId, ipc_stream(&sink)?));
+        last = Some((partial, sink.batches));
     }
     assert!(kinds.windows(2).all(|w| w[0] == w[1]), "{kinds:?}");
     // A merge over a cut under a join reads the other tables itself, as the host gives it.
@@ -514,7 +582,23 @@ async fn run_split(
             Some(MergeKind::Concatenate)
         );
     }
-    Ok((run(&merge, cells.clone()).await?, kind, sort_merge_joins))
+    let answer = run(&merge, cells.clone()).await?;
+    // The last partial task merging every task's results itself gives the same answer.
+    if kind != MergeKind::Concatenate
+        && let Some((partial, rows)) = &last
+    {
+        let merged = merge_here(partial, cells, &merge_inputs(&merge), rows).await?;
+        assert_eq!(sorted_lines(&merged), sorted_lines(&answer), "{sql}");
+    }
+    Ok((answer, kind, sort_merge_joins))
+}
+
+/// The partial results a merge task reads.
+fn merge_inputs(merge: &FragmentTask) -> Vec<CellRef> {
+    match &merge.stage {
+        Stage::Merge { inputs, .. } => inputs.clone(),
+        _ => Vec::new(),
+    }
 }
 
 /// A table as the host plans it: a schema, and scans that remember their leaves.
@@ -1010,6 +1094,7 @@ async fn run_keyed(
 ) -> Result<(String, MergeKind), EngineError> {
     let mut inputs = Vec::new();
     let mut kinds = Vec::new();
+    let mut last = None;
     for (i, range) in ranges.iter().enumerate() {
         let mut partial = task(sql, tables.to_vec());
         partial.stage = Stage::Keyed(range.clone());
@@ -1023,6 +1108,7 @@ async fn run_keyed(
         .await?;
         kinds.push(summary.merge.expect("a partial reports its merge"));
         inputs.push(cells.add_bytes(2000 + i as CellId, ipc_stream(&sink)?));
+        last = Some((partial, sink.batches));
     }
     assert!(kinds.windows(2).all(|w| w[0] == w[1]), "{kinds:?}");
     let empty: Vec<TableCells> = tables
@@ -1034,10 +1120,18 @@ async fn run_keyed(
         .collect();
     let mut merge = task(sql, empty);
     merge.stage = Stage::Merge {
-        inputs,
+        inputs: inputs.clone(),
         split: None,
     };
-    Ok((run(&merge, cells.clone()).await?, kinds[0]))
+    let answer = run(&merge, cells.clone()).await?;
+    // The last keyed task merging every task's results itself gives the same answer.
+    if kinds[0] != MergeKind::Concatenate
+        && let Some((partial, rows)) = &last
+    {
+        let merged = merge_here(partial, cells, &inputs, rows).await?;
+        assert_eq!(sorted_lines(&merged), sorted_lines(&answer), "{sql}");
+    }
+    Ok((answer, kinds[0]))
 }
 
 /// How a statement split by the key `columns` would be merged, as the host sees it.

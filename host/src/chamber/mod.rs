@@ -15,6 +15,11 @@
 //!
 //! User-defined functions run inside the same walls, in the chamber's own store (see
 //! [`functions`]).
+//!
+//! The fragments of a split statement share a [`MergeHere`]: each leaves its partial result
+//! there when it has emitted it, and the one that finishes last merges them all in its own
+//! chamber, with the plan it holds already, instead of a fresh chamber planning the
+//! statement once more. The merge counts against that chamber's budget and deadline.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,8 +31,10 @@ use std::time::{Duration, Instant};
 use apiary_engine::arrow::datatypes::SchemaRef;
 use apiary_engine::arrow::record_batch::RecordBatch;
 use apiary_engine::{
-    ByteSource, FunctionSignature, MergeKind, Stage, TableCells, decode_ipc_chunks, encode_schema,
+    ByteSource, CellId, FunctionSignature, MergeKind, Stage, TableCells, decode_ipc_chunks,
+    encode_schema,
 };
+use bytes::Bytes;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreContextMut,
@@ -88,6 +95,33 @@ pub struct Fragment {
     pub label: String,
     /// The user-defined functions the SQL may call.
     pub functions: Vec<BoundFunction>,
+    /// For a partial or keyed fragment: where it leaves its partial result, and its
+    /// place among the statement's fragments. The last to finish merges them all.
+    pub merge_here: Option<(Arc<MergeHere>, usize)>,
+}
+
+/// The partial results of one split statement, gathered as its fragments finish: the
+/// fragment that finishes last takes them all and merges them in its own chamber.
+#[derive(Debug)]
+pub struct MergeHere {
+    streams: Mutex<Vec<Option<Bytes>>>,
+}
+
+impl MergeHere {
+    /// A gathering for `fragments` fragments.
+    pub fn new(fragments: usize) -> Arc<Self> {
+        Arc::new(Self {
+            streams: Mutex::new(vec![None; fragments]),
+        })
+    }
+
+    /// Leave fragment `index`'s partial result (an Arrow IPC stream). The fragment that
+    /// leaves the last one gets them all, in fragment order; the others get `None`.
+    fn arrive(&self, index: usize, stream: Bytes) -> Option<Vec<Bytes>> {
+        let mut streams = self.streams.lock().ok()?;
+        *streams.get_mut(index)? = Some(stream);
+        streams.iter().cloned().collect()
+    }
 }
 
 impl Fragment {
@@ -105,6 +139,7 @@ impl Fragment {
             stage: Stage::Whole,
             label: "the fragment".to_owned(),
             functions: Vec::new(),
+            merge_here: None,
         }
     }
 
@@ -147,12 +182,16 @@ pub struct ChamberStats {
 /// A fragment's answer and what it cost.
 #[derive(Debug, Clone)]
 pub struct FragmentOutput {
-    /// The result schema (absent only if the guest produced no output at all).
+    /// The result schema (absent only if the guest produced no output at all, or the
+    /// fragment left its partial result in a [`MergeHere`] and another one merged).
     pub schema: Option<SchemaRef>,
-    /// The result batches, in order.
+    /// The result batches, in order: the merged answer when this fragment merged.
     pub batches: Vec<RecordBatch>,
-    /// Measurements of the run.
+    /// Measurements of the run, up to its merge if it merged.
     pub stats: ChamberStats,
+    /// When this fragment merged every fragment's partial result in its chamber: what the
+    /// merge measured, and the bytes of partial results it read.
+    pub merged: Option<(ChamberStats, u64)>,
 }
 
 /// The per-task state a chamber's store holds.
@@ -167,6 +206,12 @@ struct ChamberState {
     read_time: Duration,
     chunks: Vec<Vec<u8>>,
     functions: FunctionSlots,
+    /// Where a partial fragment leaves its result, its index, and the first handle after
+    /// its cells (where partial results go when it merges).
+    merge_here: Option<(Arc<MergeHere>, usize, CellId)>,
+    /// Set when the fragment starts merging: the reads and time up to then, and the bytes
+    /// of partial results it merges.
+    merge_started: Option<(Instant, u64, u64, Duration, u64)>,
 }
 
 impl ChamberState {
@@ -190,6 +235,8 @@ impl ChamberState {
             read_time: Duration::ZERO,
             chunks: Vec::new(),
             functions,
+            merge_here: None,
+            merge_started: None,
         }
     }
 }
@@ -242,6 +289,79 @@ impl sink::Host for ChamberState {
     fn emit(&mut self, chunk: Vec<u8>) -> std::result::Result<(), String> {
         self.chunks.push(chunk);
         Ok(())
+    }
+
+    fn partial_done(&mut self) -> Option<Vec<types::Cell>> {
+        let (here, index, first) = self.merge_here.take()?;
+        let stream = Bytes::from(std::mem::take(&mut self.chunks).concat());
+        let streams = here.arrive(index, stream)?;
+        let inputs = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| types::Cell {
+                id: first + i as CellId,
+                size: s.len() as u64,
+                slice: None,
+            })
+            .collect();
+        let input_bytes = streams.iter().map(|s| s.len() as u64).sum();
+        self.merge_started = Some((
+            Instant::now(),
+            self.bytes_read,
+            self.read_calls,
+            self.read_time,
+            input_bytes,
+        ));
+        self.source = Arc::new(PartialResults {
+            first,
+            streams,
+            cells: Some(self.source.clone()),
+        });
+        Some(inputs)
+    }
+}
+
+/// Partial results held by the host, served to a merge as whole streams under the handles
+/// from `first` on; handles below are the cells of `cells`, for a merge that reads frames.
+#[derive(Debug)]
+pub(crate) struct PartialResults {
+    pub(crate) first: CellId,
+    pub(crate) streams: Vec<Bytes>,
+    pub(crate) cells: Option<Arc<dyn ByteSource>>,
+}
+
+impl PartialResults {
+    fn stream(&self, cell: CellId) -> std::result::Result<&Bytes, String> {
+        cell.checked_sub(self.first)
+            .and_then(|i| self.streams.get(i as usize))
+            .ok_or_else(|| format!("no partial result {cell}"))
+    }
+}
+
+impl ByteSource for PartialResults {
+    fn size(&self, cell: CellId) -> std::result::Result<u64, String> {
+        match &self.cells {
+            Some(cells) if cell < self.first => cells.size(cell),
+            _ => self.stream(cell).map(|b| b.len() as u64),
+        }
+    }
+
+    fn read(
+        &self,
+        cell: CellId,
+        range: std::ops::Range<u64>,
+    ) -> std::result::Result<Bytes, String> {
+        if let Some(cells) = &self.cells
+            && cell < self.first
+        {
+            return cells.read(cell, range);
+        }
+        let bytes = self.stream(cell)?;
+        let end = usize::try_from(range.end)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(end);
+        Ok(bytes.slice(start..end))
     }
 }
 
@@ -497,13 +617,22 @@ impl ChamberEngine {
         wasi.stdout(SinkOutputStream).stderr(stderr.clone());
         wasi.preopened_dir(scratch, SCRATCH_MOUNT, FsPerms::ReadWrite)
             .map_err(|e| Error::Guest(format!("scratch dir {}: {e:#}", scratch.display())))?;
-        let state = ChamberState::new(
+        let mut state = ChamberState::new(
             wasi.build(),
             BudgetLimiter::new(budget).with_gauge(memory_gauge),
             fragment.source.clone(),
             budget,
             FunctionSlots::new(&fragment.functions)?,
         );
+        state.merge_here = fragment.merge_here.as_ref().map(|(here, index)| {
+            let first = fragment
+                .tables
+                .iter()
+                .flat_map(|t| t.cells.iter().map(|c| c.id + 1))
+                .max()
+                .unwrap_or(0);
+            (here.clone(), *index, first)
+        });
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(deadline_ticks(deadline));
@@ -591,9 +720,13 @@ impl ChamberEngine {
         let elapsed = started.elapsed();
         let state = store.into_data();
         let peak = state.limiter.peak();
+        let label = match state.merge_started {
+            Some(_) => format!("the merge, in the chamber of {}", fragment.label),
+            None => fragment.label.clone(),
+        };
         let memory_exceeded = |requested: u64, reason: String| Error::MemoryExceeded {
             bee,
-            fragment: fragment.label.clone(),
+            fragment: label.clone(),
             budget,
             requested,
             peak,
@@ -628,7 +761,7 @@ impl ChamberEngine {
                 if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                     return Err(Error::Timeout {
                         bee,
-                        fragment: format!("{}{in_function}", fragment.label),
+                        fragment: format!("{label}{in_function}"),
                         limit: deadline,
                     });
                 }
@@ -662,20 +795,59 @@ impl ChamberEngine {
             }
         };
 
-        let (schema, batches) = decode_ipc_chunks(state.chunks).map_err(|e| Error::GuestError {
-            bee,
-            kind: GuestErrorKind::Io,
-            message: format!("the chamber's result stream is malformed: {e}"),
-        })?;
+        let (schema, batches) = if state.chunks.is_empty() && fragment.merge_here.is_some() {
+            // The partial result went to the merge.
+            (None, Vec::new())
+        } else {
+            decode_ipc_chunks(state.chunks).map_err(|e| Error::GuestError {
+                bee,
+                kind: GuestErrorKind::Io,
+                message: format!("the chamber's result stream is malformed: {e}"),
+            })?
+        };
+        // A fragment that merged: what came before the merge is the fragment's, the rest
+        // the merge's.
+        let (fragment_reads, merged) = match state.merge_started {
+            Some((at, bytes_read, read_calls, read_time, input_bytes)) => (
+                (
+                    bytes_read,
+                    read_calls,
+                    read_time,
+                    at.duration_since(started),
+                ),
+                Some((
+                    ChamberStats {
+                        bee,
+                        rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
+                        bytes_read: state.bytes_read - bytes_read,
+                        read_calls: state.read_calls - read_calls,
+                        read_time: state.read_time.saturating_sub(read_time),
+                        peak_memory: peak,
+                        budget,
+                        pool_peak: summary.pool_peak_bytes,
+                        elapsed: elapsed.saturating_sub(at.duration_since(started)),
+                        merge: None,
+                        sort_merge_joins: false,
+                    },
+                    input_bytes,
+                )),
+            ),
+            None => (
+                (state.bytes_read, state.read_calls, state.read_time, elapsed),
+                None,
+            ),
+        };
+        let (bytes_read, read_calls, read_time, elapsed) = fragment_reads;
         Ok(FragmentOutput {
             schema,
             batches,
+            merged,
             stats: ChamberStats {
                 bee,
                 rows: summary.rows,
-                bytes_read: state.bytes_read,
-                read_calls: state.read_calls,
-                read_time: state.read_time,
+                bytes_read,
+                read_calls,
+                read_time,
                 peak_memory: peak,
                 budget,
                 pool_peak: summary.pool_peak_bytes,
