@@ -13,8 +13,9 @@
 //! A statement that reads one frame and whose plan can be cut (an aggregation, ORDER BY with
 //! LIMIT, or a plain scan; see `apiary_engine::MergeKind`) runs as several fragments, one per
 //! group of cells cut by the [leafcutter](crate::leafcutter), on as many bees at once, and a
-//! merge in one more chamber over their partial results (plain scans are concatenated on the
-//! host). A statement that cannot be cut over its largest frame's cells (it reads that
+//! merge over their partial results in the chamber of the fragment that finishes last (see
+//! [`MergeHere`]; plain scans are concatenated on the host, and a statement shared with the
+//! swarm merges in a chamber of its own). A statement that cannot be cut over its largest frame's cells (it reads that
 //! frame twice, or a join needs all its rows at once) may still be cut over ranges of a key
 //! its joins compare, such as `l_orderkey = o_orderkey`: every fragment reads one range's
 //! rows of each keyed frame, from the cells whose statistics allow that range, and the
