@@ -39,6 +39,7 @@ use crate::spill::ScratchSpill;
 use crate::udf::{FunctionCaller, FunctionSignature, register_functions};
 use crate::{ByteSource, CellId, EngineError, PeakMemoryPool, decode_ipc_chunks};
 
+mod dynamic;
 mod joins;
 mod keys;
 mod planning;
@@ -323,6 +324,7 @@ async fn attempt(
         }
         Joins::SortMergeAll => rules = joins::with_sort_merge_joins(rules, 0),
     }
+    rules.push(Arc::new(dynamic::ApplyDynamicFilters));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)

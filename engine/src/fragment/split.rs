@@ -736,6 +736,7 @@ fn input_column(node: &dyn ExecutionPlan, index: usize) -> Option<(usize, usize)
         node.name(),
         "CoalesceBatchesExec"
             | "CooperativeExec"
+            | "DynamicFilterExec"
             | "SortExec"
             | "RepartitionExec"
             | "CoalescePartitionsExec"
@@ -906,6 +907,7 @@ fn is_row_local(node: &dyn ExecutionPlan) -> bool {
                 | "PlanningScan"
                 | "EmptyExec"
                 | "FilterExec"
+                | "DynamicFilterExec"
                 | "ProjectionExec"
                 | "CoalesceBatchesExec"
                 | "CooperativeExec"
