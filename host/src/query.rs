@@ -577,7 +577,6 @@ impl QuerySession {
                                 &tables,
                                 &functions,
                                 runs.iter().map(|r| (r.schema.clone(), &r.batches)),
-                                None,
                             )
                             .await?;
                         let runs = runs
@@ -623,9 +622,8 @@ impl QuerySession {
                         (fragment, label, given)
                     })
                     .collect();
-                let reads = below_joins.then(|| (split, source.clone() as Arc<dyn ByteSource>));
                 let (runs, merged) = self
-                    .run_partials(kind, &sql, &tables, &functions, partials, reads)
+                    .run_partials(kind, &sql, &tables, &functions, partials)
                     .await?;
                 (merged.0, merged.1, runs, Some(merged.2), None)
             }
@@ -659,7 +657,7 @@ impl QuerySession {
                     })
                     .collect();
                 let (runs, merged) = self
-                    .run_partials(kind, &sql, &tables, &functions, partials, None)
+                    .run_partials(kind, &sql, &tables, &functions, partials)
                     .await?;
                 (merged.0, merged.1, runs, Some(merged.2), None)
             }
@@ -679,8 +677,9 @@ impl QuerySession {
     }
 
     /// Run the partial fragments of a split statement on this node's bees, each with its
-    /// label and how many cells it was given, and merge their results (`reads`: see
-    /// [`Self::merge`]).
+    /// label and how many cells it was given, and merge their results: in the chamber of the
+    /// fragment that finishes last, which for a cut under a join reads the other frames
+    /// through its own cells, or on the host for rows to concatenate.
     async fn run_partials(
         &self,
         kind: MergeKind,
@@ -688,7 +687,6 @@ impl QuerySession {
         tables: &[TableCells],
         functions: &[BoundFunction],
         partials: Vec<(Fragment, String, usize)>,
-        reads: Option<(usize, Arc<dyn ByteSource>)>,
     ) -> Result<(
         Vec<FragmentRun>,
         (Option<SchemaRef>, Vec<RecordBatch>, MergeRun),
@@ -757,7 +755,6 @@ impl QuerySession {
                     tables,
                     functions,
                     outputs.iter().map(|o| (o.schema.clone(), &o.batches)),
-                    reads,
                 )
                 .await?
             }
@@ -790,9 +787,8 @@ impl QuerySession {
     }
 
     /// Combine the partial results of a split statement: concatenated on the host, or
-    /// merged in a chamber. `reads`: the statement is cut at an aggregation under a join,
-    /// so the merge reads the cells of every table but the split one (its index) from
-    /// this source.
+    /// merged in a chamber of their own (a statement shared with the swarm, whose cut is
+    /// never under a join, so the merge reads no frame).
     async fn merge<'a>(
         &self,
         kind: MergeKind,
@@ -800,7 +796,6 @@ impl QuerySession {
         tables: &[TableCells],
         functions: &[BoundFunction],
         partials: impl Iterator<Item = (Option<SchemaRef>, &'a Vec<RecordBatch>)>,
-        reads: Option<(usize, Arc<dyn ByteSource>)>,
     ) -> Result<(Option<SchemaRef>, Vec<RecordBatch>, MergeRun)> {
         let started = Instant::now();
         let partials: Vec<_> = partials.collect();
@@ -826,42 +821,29 @@ impl QuerySession {
             .iter()
             .map(|(schema, batches)| encode_partial(schema.as_ref(), batches))
             .collect::<Result<Vec<Bytes>>>()?;
-        // The partial results take handles after the cells the merge may read.
-        let first = match &reads {
-            Some(_) => tables
-                .iter()
-                .flat_map(|t| t.cells.iter().map(|c| c.id + 1))
-                .max()
-                .unwrap_or(0),
-            None => 0,
-        };
+        // The merge reads no cell: the partial results take handles from 0.
         let inputs: Vec<CellRef> = streams
             .iter()
             .enumerate()
-            .map(|(i, b)| CellRef::whole(first + i as CellId, b.len() as u64))
+            .map(|(i, b)| CellRef::whole(i as CellId, b.len() as u64))
             .collect();
         let input_bytes = inputs.iter().map(|c| c.size).sum();
-        let split = reads.as_ref().map(|(split, _)| *split);
         let tables: Vec<TableCells> = tables
             .iter()
-            .enumerate()
-            .map(|(i, t)| TableCells {
-                cells: match split {
-                    Some(split) if split != i => t.cells.clone(),
-                    _ => Vec::new(),
-                },
+            .map(|t| TableCells {
+                cells: Vec::new(),
                 ..t.clone()
             })
             .collect();
         let partials = PartialResults {
-            first,
+            first: 0,
             streams,
-            cells: reads.as_ref().map(|(_, cells)| cells.clone()),
+            cells: None,
         };
         let merge = Fragment {
             stage: Stage::Merge {
                 inputs,
-                split: split.map(|i| tables_name(&tables, i)),
+                split: None,
             },
             label: "the merge".into(),
             ..self
@@ -1994,14 +1976,6 @@ fn merge_line(kind: MergeKind) -> String {
         "in a chamber"
     };
     format!("{} {place}", kind.describe())
-}
-
-/// The name of table `index` of `tables`.
-fn tables_name(tables: &[TableCells], index: usize) -> String {
-    tables
-        .get(index)
-        .map(|t| t.name.clone())
-        .unwrap_or_default()
 }
 
 /// Run blocking work (waiting on bees) off the async runtime's workers.

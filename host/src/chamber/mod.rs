@@ -209,9 +209,19 @@ struct ChamberState {
     /// Where a partial fragment leaves its result, its index, and the first handle after
     /// its cells (where partial results go when it merges).
     merge_here: Option<(Arc<MergeHere>, usize, CellId)>,
-    /// Set when the fragment starts merging: the reads and time up to then, and the bytes
-    /// of partial results it merges.
-    merge_started: Option<(Instant, u64, u64, Duration, u64)>,
+    /// Set when the fragment starts merging.
+    merge_started: Option<MergeStart>,
+}
+
+/// Where a fragment that merges stood when its merge started: what it had read by then
+/// is its own, the rest the merge's.
+struct MergeStart {
+    at: Instant,
+    bytes_read: u64,
+    read_calls: u64,
+    read_time: Duration,
+    /// Bytes of the partial results it merges.
+    input_bytes: u64,
 }
 
 impl ChamberState {
@@ -305,13 +315,13 @@ impl sink::Host for ChamberState {
             })
             .collect();
         let input_bytes = streams.iter().map(|s| s.len() as u64).sum();
-        self.merge_started = Some((
-            Instant::now(),
-            self.bytes_read,
-            self.read_calls,
-            self.read_time,
+        self.merge_started = Some(MergeStart {
+            at: Instant::now(),
+            bytes_read: self.bytes_read,
+            read_calls: self.read_calls,
+            read_time: self.read_time,
             input_bytes,
-        ));
+        });
         self.source = Arc::new(PartialResults {
             first,
             streams,
@@ -808,7 +818,13 @@ impl ChamberEngine {
         // A fragment that merged: what came before the merge is the fragment's, the rest
         // the merge's.
         let (fragment_reads, merged) = match state.merge_started {
-            Some((at, bytes_read, read_calls, read_time, input_bytes)) => (
+            Some(MergeStart {
+                at,
+                bytes_read,
+                read_calls,
+                read_time,
+                input_bytes,
+            }) => (
                 (
                     bytes_read,
                     read_calls,
