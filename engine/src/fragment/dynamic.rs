@@ -25,9 +25,12 @@
 //! gets.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
-use arrow::compute::filter_record_batch;
+use arrow::compute::{BatchCoalescer, filter_record_batch};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::cast::as_boolean_array;
 use datafusion::common::config::ConfigOptions;
@@ -43,11 +46,11 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, RecordBatchStream,
+    SendableRecordBatchStream,
 };
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 
 /// Rows a filter is measured over before it may be turned off.
 pub(crate) const SAMPLE_ROWS: usize = 65_536;
@@ -191,19 +194,74 @@ impl ExecutionPlan for DynamicFilterExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let batch_size = context.session_config().batch_size();
         let input = self.input.execute(partition, context)?;
-        let schema = input.schema();
-        let mut state = FilterState::new(
+        let state = FilterState::new(
             &self.filters,
             MetricBuilder::new(&self.metrics).counter("rows_dropped", partition),
             BaselineMetrics::new(&self.metrics, partition),
         );
-        let stream = input.map(move |batch| state.apply(batch?));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        // Batches the filters thinned out are gathered into full ones, so the operators
+        // above do not pay their per-batch costs on a few rows at a time; batches of at
+        // least half the size go on as they are.
+        let coalescer = BatchCoalescer::new(input.schema(), batch_size)
+            .with_biggest_coalesce_batch_size(Some(batch_size / 2));
+        Ok(Box::pin(DynamicFilterStream {
+            input,
+            state,
+            coalescer,
+            finished: false,
+        }))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+}
+
+/// The rows of one input stream that its filters keep, in batches of about the session's
+/// batch size.
+struct DynamicFilterStream {
+    input: SendableRecordBatchStream,
+    state: FilterState,
+    coalescer: BatchCoalescer,
+    finished: bool,
+}
+
+impl Stream for DynamicFilterStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(batch) = this.coalescer.next_completed_batch() {
+                return Poll::Ready(Some(Ok(batch)));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            let pushed = match ready!(this.input.poll_next_unpin(cx)) {
+                Some(Ok(batch)) => this
+                    .state
+                    .apply(batch)
+                    .and_then(|batch| Ok(this.coalescer.push_batch(batch)?)),
+                Some(Err(e)) => Err(e),
+                None => {
+                    this.finished = true;
+                    this.coalescer.finish_buffered_batch().map_err(Into::into)
+                }
+            };
+            if let Err(e) = pushed {
+                this.finished = true;
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
+    }
+}
+
+impl RecordBatchStream for DynamicFilterStream {
+    fn schema(&self) -> SchemaRef {
+        self.coalescer.schema()
     }
 }
 
@@ -297,6 +355,7 @@ mod tests {
     use arrow::array::{Float64Array, Int64Array};
     use arrow::datatypes::{DataType, Field, Schema};
     use arrow::util::pretty::pretty_format_batches;
+    use datafusion::datasource::memory::MemorySourceConfig;
     use datafusion::execution::SessionStateBuilder;
     use datafusion::logical_expr::Operator;
     use datafusion::physical_expr::expressions::{BinaryExpr, col, lit};
@@ -473,5 +532,24 @@ mod tests {
         assert_eq!(state.filters[0].seen, 1900);
         assert_eq!(state.filters[1].seen, 1100);
         assert_eq!(state.dropped.value(), 1800);
+    }
+
+    #[tokio::test]
+    async fn thinned_batches_are_gathered_into_full_ones() {
+        let rows = batch(1000);
+        let schema = rows.schema();
+        let dynamic = Arc::new(DynamicFilterPhysicalExpr::new(
+            vec![col("a", &schema).expect("column")],
+            lit(true),
+        ));
+        dynamic.update(below(&schema, 100)).expect("update");
+        let input =
+            MemorySourceConfig::try_new_exec(&[vec![rows; 20]], schema, None).expect("input");
+        let exec = Arc::new(DynamicFilterExec::new(input, vec![dynamic as _]));
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_batch_size(8192));
+        let batches = collect(exec, ctx.task_ctx()).await.expect("run");
+        // Twenty batches of 1000 rows, each thinned to 100: one batch of 2000.
+        let sizes: Vec<usize> = batches.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, vec![2000]);
     }
 }
