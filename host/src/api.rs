@@ -126,7 +126,8 @@ impl Apiary {
             .map_err(|e| Error::Internal(format!("starting the chamber engine: {e}")))??
         };
         let scratch = std::env::temp_dir().join(format!(
-            "apiary-scratch-{}-{}",
+            "{}{}-{}",
+            crate::bee_pool::SCRATCH_PREFIX,
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
@@ -139,6 +140,18 @@ impl Apiary {
                 scratch_root: scratch,
             },
         )?);
+        // Scratch roots that killed processes of this user left behind go now.
+        if let Ok(own) = std::fs::metadata(&pool.config().scratch_root) {
+            let removed = crate::bee_pool::sweep_stale_scratch(
+                &std::env::temp_dir(),
+                std::os::unix::fs::MetadataExt::uid(&own),
+            );
+            if removed > 0 {
+                tracing::info!(
+                    "removed {removed} scratch directories of processes no longer running"
+                );
+            }
+        }
         let cache = match settings.cell_cache {
             _ if uri.starts_with("memory:") => None,
             Some(0) => None,

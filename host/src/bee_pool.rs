@@ -279,6 +279,50 @@ fn bee_loop(
     }
 }
 
+/// The prefix of a process's scratch root in the system's temporary directory:
+/// `apiary-scratch-<process id>-<random id>`.
+pub(crate) const SCRATCH_PREFIX: &str = "apiary-scratch-";
+
+/// Remove the scratch roots in `dir` (see [`SCRATCH_PREFIX`]) that belong to `owner` (a
+/// user id) and to processes no longer running: a process killed while its chambers spilled
+/// (by the kernel's out-of-memory killer, say) cannot empty its own, and on a Pi the
+/// temporary directory may be in memory or on the SD card. Whether a process runs is read
+/// from `/proc`, so elsewhere nothing is removed; a root whose process id is taken again by
+/// a running process stays. Returns how many roots were removed.
+pub(crate) fn sweep_stale_scratch(dir: &Path, owner: u32) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Not a symlink, and this user's own: another user's names are not this sweep's.
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != owner || proc.join(pid.to_string()).exists() {
+            continue;
+        }
+        if std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Remove everything inside `dir` through a capability handle, so nothing a guest left
 /// behind (symlinks included) can make the host touch anything outside it.
 fn empty_dir(dir: &Path) -> Result<()> {
@@ -295,4 +339,49 @@ fn empty_dir(dir: &Path) -> Result<()> {
         removed.map_err(|e| Error::io(dir.join(&name), e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn scratch_left_by_processes_that_no_longer_run_is_swept() {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let owner = std::fs::metadata(tmp.path()).expect("metadata").uid();
+        // A process that ran and ended: its id is free (until something takes it again).
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let dead = child.id();
+        child.wait().expect("wait for true");
+        let stale = tmp.path().join(format!("{SCRATCH_PREFIX}{dead}-abc"));
+        std::fs::create_dir_all(stale.join("bee-0")).expect("stale root");
+        std::fs::write(stale.join("bee-0").join("spill.arrow"), b"spilled").expect("spill");
+        let live = tmp
+            .path()
+            .join(format!("{SCRATCH_PREFIX}{}-def", std::process::id()));
+        std::fs::create_dir_all(live.join("bee-0")).expect("live root");
+        let other = tmp.path().join("someone-elses-dir");
+        std::fs::create_dir_all(&other).expect("other dir");
+        let not_a_pid = tmp.path().join(format!("{SCRATCH_PREFIX}x-1"));
+        std::fs::create_dir_all(&not_a_pid).expect("odd name");
+
+        // Another user's roots are left alone.
+        assert_eq!(sweep_stale_scratch(tmp.path(), owner.wrapping_add(1)), 0);
+        assert!(stale.exists());
+
+        assert_eq!(sweep_stale_scratch(tmp.path(), owner), 1);
+        assert!(
+            !stale.exists(),
+            "the dead process's scratch root is removed"
+        );
+        assert!(
+            live.join("bee-0").exists(),
+            "a running process's root stays"
+        );
+        assert!(other.exists() && not_a_pid.exists());
+    }
 }
