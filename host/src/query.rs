@@ -186,8 +186,6 @@ struct FramePruning {
 /// A planned statement, ready for the bees.
 struct Prepared {
     sql: String,
-    /// The answer's schema.
-    schema: SchemaRef,
     /// Whether some frame it reads could be cut into several fragments.
     divisible: bool,
     functions: Vec<BoundFunction>,
@@ -389,60 +387,25 @@ impl QuerySession {
         Ok(output)
     }
 
-    /// Prepare `sql`. Where it would run whole, some of its scalar subqueries plan on their
-    /// own, and either it reads its largest frame twice (the subqueries then split as
-    /// statements of their own) or the statement with values in their place would not run
-    /// whole, those run first (see [`crate::subquery`]) and the statement is prepared again
-    /// with their values. The second is planned with a stand-in value of each subquery's
-    /// type, so that no subquery runs first for a statement that stays whole (TPC-H Q22's
-    /// average balance of its customers runs first; Q2's minimum cost per part refers to the
-    /// outer query, and stays).
+    /// Prepare `sql`. Where it would run whole because it reads its largest frame twice, and
+    /// some of its scalar subqueries plan on their own, those run first (see
+    /// [`crate::subquery`]) and the statement is prepared again with their values.
     async fn prepare_hoisting(&self, sql: &str) -> Result<(Prepared, Option<Hoisted>)> {
         let prepared = self.prepare(sql).await?;
-        let Plan::Whole(reason) = prepared.plan else {
-            return Ok((prepared, None));
-        };
-        // A frame of one small cell makes one fragment anyway.
-        if !prepared.divisible {
-            return Ok((prepared, None));
-        }
         let reads_twice = matches!(
-            reason,
-            READS_ITS_FRAME_TWICE | READS_ITS_LARGEST_FRAME_TWICE
+            prepared.plan,
+            Plan::Whole(READS_ITS_FRAME_TWICE | READS_ITS_LARGEST_FRAME_TWICE)
         );
-        let Some(hoisting) = Hoisting::of(sql) else {
-            return Ok((prepared, None));
+        // A frame of one small cell makes one fragment anyway.
+        let hoisting = match (reads_twice && prepared.divisible).then(|| Hoisting::of(sql)) {
+            Some(Some(hoisting)) => hoisting,
+            _ => return Ok((prepared, None)),
         };
-        // A subquery that refers to the outer query does not plan on its own.
-        let mut statements = Vec::with_capacity(hoisting.len());
-        for i in 0..hoisting.len() {
-            statements.push(self.prepare(&hoisting.standalone(i)).await.ok());
-        }
-        let stand_ins: Vec<Option<_>> = statements
-            .iter()
-            .map(|s| match s.as_ref().map(|s| s.schema.fields()) {
-                Some(fields) if fields.len() == 1 => subquery::stand_in(fields[0].data_type()),
-                _ => None,
-            })
-            .collect();
-        if stand_ins.iter().all(Option::is_none) {
-            return Ok((prepared, None));
-        }
-        if !reads_twice
-            && !matches!(
-                self.prepare(&hoisting.substituted(&stand_ins)).await,
-                Ok(Prepared {
-                    plan: Plan::Split { .. } | Plan::Keyed { .. },
-                    ..
-                })
-            )
-        {
-            return Ok((prepared, None));
-        }
         let mut hoisted = Hoisted::default();
         let mut values = Vec::new();
-        for (i, (statement, stand_in)) in statements.into_iter().zip(&stand_ins).enumerate() {
-            let (Some(statement), Some(_)) = (statement, stand_in) else {
+        for i in 0..hoisting.len() {
+            // A subquery that refers to the outer query does not plan on its own.
+            let Ok(statement) = self.prepare(&hoisting.standalone(i)).await else {
                 values.push(None);
                 continue;
             };
@@ -487,7 +450,7 @@ impl QuerySession {
         if values.iter().all(Option::is_none) {
             return Ok((prepared, None));
         }
-        let prepared = self.prepare(&hoisting.substituted(&values)).await?;
+        let prepared = self.prepare(&hoisting.substitute(&values)).await?;
         Ok((prepared, Some(hoisted)))
     }
 
@@ -1235,14 +1198,16 @@ impl QuerySession {
         let plan = self.plan(&physical, &scans, &tables, &metas);
         // Several cells, or one frame with rows enough to cut into slices (see `plan`: joins
         // keep their cells whole).
-        let divisible = metas.iter().any(|cells| {
-            cells.len() > 1
-                || cells.iter().map(|c| c.rows).sum::<u64>() >= 2 * leafcutter::MIN_SLICE_ROWS
-        });
+        let divisible = match metas.as_slice() {
+            [cells] => {
+                cells.len() > 1
+                    || cells.iter().map(|c| c.rows).sum::<u64>() >= 2 * leafcutter::MIN_SLICE_ROWS
+            }
+            frames => frames.iter().any(|cells| cells.len() > 1),
+        };
         Ok(Prepared {
             divisible,
             sql: sql.to_owned(),
-            schema: physical.schema(),
             functions,
             function_entries,
             tables,
@@ -1348,10 +1313,10 @@ impl QuerySession {
                 _ => false,
             };
         // Fewer groups than bees (a frame of one large cell): cut the cells' rows instead,
-        // so that every bee reads a share. Slices stay on this node's bees. In a join every
-        // slice builds the hash tables of the frames it reads whole, as a group of cells
-        // does (TPC-H Q11 and Q16 over partsupp's one cell still gain).
-        let slices = if shared || groups.len() >= bees {
+        // so that every bee reads a share. Slices stay on this node's bees, and joins keep
+        // their cells whole: every fragment of a join builds the hash tables of the frames
+        // it reads whole, and the one TPC-H statement this would cut (Q16) ran slower.
+        let slices = if shared || joins || groups.len() >= bees {
             None
         } else {
             row_slices(&table.cells, &metas[index], bees)

@@ -5,20 +5,15 @@
 //! `(SELECT max(total_revenue) FROM revenue0)`, over the same lineitem), cannot be split:
 //! every fragment would see a different part of each read. Run first, the subquery is a
 //! statement like any other and splits as one; its value then replaces it in the
-//! statement's text as a typed literal, and the rest may split too. The same goes for a
-//! subquery that reads a frame a split by key ranges would key (TPC-H Q22's average
-//! balance over customer, which the rest reads by ranges of `c_custkey`). Whether the rest
-//! would split is planned first with a [stand-in](stand_in) value of the subquery's type.
+//! statement's text as a typed literal, and the rest may split too.
 //!
 //! A subquery is taken when it plans on its own (with the statement's common table
 //! expressions in front): one that refers to the outer query does not. Only the outermost
 //! subqueries are taken; any inside them run within their statement.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
 
-use apiary_engine::arrow::array::{Array, ArrayRef, Int64Array};
-use apiary_engine::arrow::compute::cast;
+use apiary_engine::arrow::array::{Array, ArrayRef};
 use apiary_engine::arrow::datatypes::DataType;
 use apiary_engine::arrow::util::display::array_value_to_string;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
@@ -92,11 +87,11 @@ impl Hoisting {
 
     /// The statement with each subquery replaced by its value, where `values` has one
     /// (`None` keeps the subquery as it was).
-    pub fn substituted(&self, values: &[Option<Expr>]) -> String {
-        let mut statement = self.statement.clone();
-        let _ = ast::visit_expressions_mut(&mut statement, |expr| {
+    pub fn substitute(mut self, values: &[Option<Expr>]) -> String {
+        let subqueries = std::mem::take(&mut self.subqueries);
+        let _ = ast::visit_expressions_mut(&mut self.statement, |expr| {
             if let Some(i) = placeholder(expr) {
-                match (values.get(i).cloned().flatten(), self.subqueries.get(i)) {
+                match (values.get(i).cloned().flatten(), subqueries.get(i)) {
                     (Some(value), _) => *expr = value,
                     (None, Some(subquery)) => *expr = Expr::Subquery(Box::new(subquery.clone())),
                     (None, None) => {}
@@ -104,7 +99,7 @@ impl Hoisting {
             }
             ControlFlow::<()>::Continue(())
         });
-        statement.to_string()
+        self.statement.to_string()
     }
 }
 
@@ -170,18 +165,6 @@ pub(crate) fn literal(data_type: &DataType, columns: &[ArrayRef]) -> Result<Opti
     }))
 }
 
-/// A value of `data_type` that is not null, as a literal: what a statement is planned with in
-/// place of a scalar subquery of that type, to see how it would run with the subquery's
-/// value there. `None` for the types [`literal`] does not write.
-pub(crate) fn stand_in(data_type: &DataType) -> Option<Expr> {
-    let one: ArrayRef = Arc::new(Int64Array::from(vec![1]));
-    let value = cast(&one, data_type).ok()?;
-    if value.is_null(0) {
-        return None;
-    }
-    literal(data_type, &[value]).ok().flatten()
-}
-
 /// The SQL type that casts back to `data_type` exactly, for the types written as literals.
 fn sql_type(data_type: &DataType) -> Option<ast::DataType> {
     Some(match data_type {
@@ -228,7 +211,7 @@ mod tests {
         )
         .expect("one");
         assert_eq!(
-            hoisting.substituted(&[value]),
+            hoisting.substitute(&[value]),
             "WITH r AS (SELECT a, sum(b) AS t FROM f GROUP BY a) \
              SELECT a FROM r WHERE t = CAST('2.5' AS DOUBLE) AND a IN (SELECT a FROM g)"
         );
@@ -246,7 +229,7 @@ mod tests {
             hoisting.standalone(0),
             "SELECT avg(b) FROM g WHERE g.a = f.a"
         );
-        assert_eq!(hoisting.substituted(&[None]), sql);
+        assert_eq!(hoisting.substitute(&[None]), sql);
         // Its own CTEs stay its own.
         let sql = "WITH r AS (SELECT 1 AS x) SELECT x FROM r \
                    WHERE x < (WITH r AS (SELECT 2 AS x) SELECT x FROM r)";

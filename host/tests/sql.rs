@@ -247,10 +247,6 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
                         // over the seven ship modes, and the rest too, cut at lineitem's
                         // sums by supplier under the join with supplier.
                         "q15" => 14,
-                        // Customers compared with their average balance, without orders:
-                        // the average runs first, and the rest splits by ranges of the
-                        // customer key, a fragment per bee.
-                        "q22" => 3,
                         _ => output.fragments.len(),
                     };
                     assert_eq!(output.fragments.len(), fragments, "{name}");
@@ -259,12 +255,7 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
                         .iter()
                         .filter(|f| f.label.starts_with("subquery "))
                         .count();
-                    let subqueries = match *name {
-                        "q15" => 7,
-                        "q22" => 1,
-                        _ => 0,
-                    };
-                    assert_eq!(subquery, subqueries, "{name}");
+                    assert_eq!(subquery, if *name == "q15" { 7 } else { 0 }, "{name}");
                     let fragments = fragments - subquery;
                     if fragments > 1 {
                         let merge = output.merge.as_ref().expect("merged");
@@ -367,11 +358,8 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
         // A single frame's fragments are limited to a quarter of the 512 MiB budget.
         let explain = explain_plan(&mut uncapped, tpch_query("q1")).await;
         assert!(explain.contains("(at most 128.0 MiB of cells each)"), "{explain}");
-        // An anti join that looks up orders by a text column needs all of orders at once,
-        // and has no integer key to split by ranges of.
-        let anti = "SELECT count(*) FROM customer \
-                    WHERE NOT EXISTS (SELECT 1 FROM orders WHERE o_clerk = c_name)";
-        let explain = explain_plan(&mut session, anti).await;
+        // Q22 looks up orders' customers in an anti join.
+        let explain = explain_plan(&mut session, tpch_query("q22")).await;
         assert!(
             explain.contains("a join that needs all the rows of its largest frame at once"),
             "{explain}"
@@ -598,38 +586,6 @@ fn scalar_subqueries_over_the_largest_frame_run_first_and_the_rest_splits() {
             explain.contains("its plan can be cut only at an aggregation under a join"),
             "{explain}"
         );
-        // TPC-H Q22 compares customers' balances with their average, and keeps those
-        // without orders: the anti join needs all of orders, so the statement cannot be cut
-        // over its cells, and by ranges of the customer key only once the average, over
-        // customer, is a value. The average runs first.
-        let q22 = tpch_query("q22");
-        let output = session.sql(q22).await.expect("q22");
-        assert_eq!(pretty(&output.batches), native_tpch(q22).await);
-        if cores > 1 {
-            assert_eq!(subquery_runs(&output), 1);
-            assert_eq!(output.fragments.len(), 3);
-            let explain = explain_plan(&mut session, q22).await;
-            assert!(
-                explain.contains("scalar subquery 1 ran first, as a statement of its own")
-                    && explain.contains(
-                        "2 fragments over ranges of the key c_custkey of tpch.ordered.customer, \
-                         o_custkey of tpch.ordered.orders"
-                    ),
-                "{explain}"
-            );
-        }
-        // A statement that would run whole with a value in place of its subquery (a full
-        // sort of orders, a frame the subquery does not read) runs as it is: the subquery
-        // does not run first.
-        let sorted = "SELECT o_orderkey FROM orders \
-                      WHERE o_totalprice > (SELECT avg(c_acctbal) * 40 FROM customer) \
-                      ORDER BY o_totalprice DESC, o_orderkey";
-        let output = session.sql(sorted).await.expect("sorted");
-        assert_eq!(pretty(&output.batches), native_tpch(sorted).await);
-        assert_eq!(subquery_runs(&output), 0);
-        assert_eq!(output.fragments.len(), 1);
-        let explain = explain_plan(&mut session, sorted).await;
-        assert!(!explain.contains("scalar subquery"), "{explain}");
         // No rows: null, so no row equals it.
         let none = "SELECT count(*) AS n FROM lineitem \
                     WHERE l_quantity = (SELECT l_quantity FROM lineitem WHERE l_orderkey < 0)";
@@ -754,20 +710,11 @@ fn a_frame_of_one_large_cell_splits_into_slices_of_its_rows() {
         let sql = "SELECT count(*) FROM big WHERE v > (SELECT avg(v) + 400 FROM big)";
         let output = same_answer(&mut session, &native, sql).await;
         assert_eq!(output.fragments.len(), 4, "{sql}");
-        // A join is cut too: every slice reads the other frame whole.
+        // A join keeps the cell whole.
         let sql = "SELECT d.name, count(*), max(b.k) FROM big b JOIN days d ON b.g = d.g \
                    WHERE b.v < 100 GROUP BY d.name ORDER BY d.name";
         let output = same_answer(&mut session, &native, sql).await;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(output.fragments.len(), cores.min(2), "{sql}");
-        let explain = explain_plan(&mut session, sql).await;
-        assert!(
-            explain.contains(
-                "2 fragments over 1 cells cut into slices of rows of default.default.big \
-                 (every fragment reads the other frames whole)"
-            ) || cores == 1,
-            "{sql}: {explain}"
-        );
+        assert_eq!(output.fragments.len(), 1, "{sql}");
     });
 }
 
