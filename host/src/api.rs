@@ -140,7 +140,8 @@ impl Apiary {
                 scratch_root: scratch,
             },
         )?);
-        // Scratch roots that killed processes of this user left behind go now.
+        // Scratch roots that killed processes of this user left behind go now (this pool's
+        // own is locked).
         if let Ok(own) = std::fs::metadata(&pool.config().scratch_root) {
             let removed = crate::bee_pool::sweep_stale_scratch(
                 &std::env::temp_dir(),

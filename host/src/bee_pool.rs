@@ -72,6 +72,9 @@ pub struct BeePool {
     bees: Vec<JoinHandle<()>>,
     config: PoolConfig,
     gauges: Arc<Gauges>,
+    /// The scratch root's lock file, locked for as long as the pool lives: how another
+    /// process tells that the root is in use (see [`sweep_stale_scratch`]).
+    _scratch_lock: std::fs::File,
 }
 
 impl std::fmt::Debug for BeePool {
@@ -99,6 +102,7 @@ impl BeePool {
                 engine.max_budget()
             )));
         }
+        let scratch_lock = lock_scratch_root(&config.scratch_root)?;
         let (queue, jobs) = mpsc::channel::<Job>();
         let jobs = Arc::new(Mutex::new(jobs));
         let gauges = Arc::new(Gauges {
@@ -127,6 +131,7 @@ impl BeePool {
             bees,
             config,
             gauges,
+            _scratch_lock: scratch_lock,
         })
     }
 
@@ -221,6 +226,7 @@ impl Drop for BeePool {
         for bee in 0..self.config.bees {
             let _ = std::fs::remove_dir_all(self.config.scratch_root.join(format!("bee-{bee}")));
         }
+        let _ = std::fs::remove_file(self.config.scratch_root.join(SCRATCH_LOCK));
         let _ = std::fs::remove_dir(&self.config.scratch_root);
     }
 }
@@ -283,18 +289,33 @@ fn bee_loop(
 /// `apiary-scratch-<process id>-<random id>`.
 pub(crate) const SCRATCH_PREFIX: &str = "apiary-scratch-";
 
+/// The file in a scratch root that its pool holds locked (the bees' directories are beside
+/// it, so no chamber sees it).
+const SCRATCH_LOCK: &str = ".lock";
+
+/// A lock file younger than this may belong to a pool between creating and locking it.
+const LOCK_GRACE: Duration = Duration::from_secs(10);
+
+/// Create `root` and its lock file, and lock it: the lock goes when the process does, however
+/// it ends.
+fn lock_scratch_root(root: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    let path = root.join(SCRATCH_LOCK);
+    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+    file.lock().map_err(|e| Error::io(&path, e))?;
+    Ok(file)
+}
+
 /// Remove the scratch roots in `dir` (see [`SCRATCH_PREFIX`]) that belong to `owner` (a
-/// user id) and to processes no longer running: a process killed while its chambers spilled
-/// (by the kernel's out-of-memory killer, say) cannot empty its own, and on a Pi the
-/// temporary directory may be in memory or on the SD card. Whether a process runs is read
-/// from `/proc`, so elsewhere nothing is removed; a root whose process id is taken again by
-/// a running process stays. Returns how many roots were removed.
+/// user id) and to pools no longer running: a process killed while its chambers spilled (by
+/// the kernel's out-of-memory killer, say) cannot empty its own, and on a Pi the temporary
+/// directory may be in memory or on the SD card. A root is in use while its lock file is
+/// locked (a lock the kernel drops with the process, and which processes in other pid
+/// namespaces sharing the directory see too) or younger than [`LOCK_GRACE`]; a root without
+/// one is in use while its process id runs, as `/proc` tells (without `/proc`, it stays).
+/// Returns how many roots were removed.
 pub(crate) fn sweep_stale_scratch(dir: &Path, owner: u32) -> usize {
     use std::os::unix::fs::MetadataExt;
-    let proc = Path::new("/proc");
-    if !proc.join("self").exists() {
-        return 0;
-    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -310,13 +331,29 @@ pub(crate) fn sweep_stale_scratch(dir: &Path, owner: u32) -> usize {
             continue;
         };
         // Not a symlink, and this user's own: another user's names are not this sweep's.
-        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+        let root = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&root) else {
             continue;
         };
-        if !meta.is_dir() || meta.uid() != owner || proc.join(pid.to_string()).exists() {
+        if !meta.is_dir() || meta.uid() != owner {
             continue;
         }
-        if std::fs::remove_dir_all(entry.path()).is_ok() {
+        let stale = match std::fs::File::open(root.join(SCRATCH_LOCK)) {
+            Ok(lock) => {
+                let old = lock
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > LOCK_GRACE);
+                old && lock.try_lock().is_ok()
+            }
+            Err(_) => {
+                let proc = Path::new("/proc");
+                proc.join("self").exists() && !proc.join(pid.to_string()).exists()
+            }
+        };
+        if stale && std::fs::remove_dir_all(&root).is_ok() {
             removed += 1;
         }
     }
@@ -344,11 +381,29 @@ fn empty_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;
+    use std::time::SystemTime;
 
     use super::*;
 
+    /// A scratch root named for `pid`, with a bee's directory holding a spill file.
+    fn root(dir: &Path, pid: u32, id: &str) -> PathBuf {
+        let root = dir.join(format!("{SCRATCH_PREFIX}{pid}-{id}"));
+        std::fs::create_dir_all(root.join("bee-0")).expect("root");
+        std::fs::write(root.join("bee-0").join("spill.arrow"), b"spilled").expect("spill");
+        root
+    }
+
+    /// Make `root`'s lock file look `age` old.
+    fn age_lock(root: &Path, age: Duration) {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(root.join(SCRATCH_LOCK))
+            .expect("lock file");
+        file.set_modified(SystemTime::now() - age).expect("mtime");
+    }
+
     #[test]
-    fn scratch_left_by_processes_that_no_longer_run_is_swept() {
+    fn scratch_left_by_pools_that_no_longer_run_is_swept() {
         let tmp = tempfile::tempdir().expect("temporary directory");
         let owner = std::fs::metadata(tmp.path()).expect("metadata").uid();
         // A process that ran and ended: its id is free (until something takes it again).
@@ -357,13 +412,23 @@ mod tests {
             .expect("spawn true");
         let dead = child.id();
         child.wait().expect("wait for true");
-        let stale = tmp.path().join(format!("{SCRATCH_PREFIX}{dead}-abc"));
-        std::fs::create_dir_all(stale.join("bee-0")).expect("stale root");
-        std::fs::write(stale.join("bee-0").join("spill.arrow"), b"spilled").expect("spill");
-        let live = tmp
-            .path()
-            .join(format!("{SCRATCH_PREFIX}{}-def", std::process::id()));
-        std::fs::create_dir_all(live.join("bee-0")).expect("live root");
+        let me = std::process::id();
+
+        // A root whose lock a pool holds stays, even under a dead process id (another pid
+        // namespace); once the lock goes, the root goes.
+        let held = root(tmp.path(), dead, "held");
+        let lock = lock_scratch_root(&held).expect("lock");
+        age_lock(&held, LOCK_GRACE * 2);
+        // A root whose lock nobody holds goes, even under a running process id.
+        let released = root(tmp.path(), me, "released");
+        drop(lock_scratch_root(&released).expect("lock"));
+        age_lock(&released, LOCK_GRACE * 2);
+        // A lock file just made may not be locked yet: it stays.
+        let fresh = root(tmp.path(), dead, "fresh");
+        drop(lock_scratch_root(&fresh).expect("lock"));
+        // Without a lock file, the process id decides.
+        let dead_unlocked = root(tmp.path(), dead, "old");
+        let live_unlocked = root(tmp.path(), me, "old");
         let other = tmp.path().join("someone-elses-dir");
         std::fs::create_dir_all(&other).expect("other dir");
         let not_a_pid = tmp.path().join(format!("{SCRATCH_PREFIX}x-1"));
@@ -371,17 +436,17 @@ mod tests {
 
         // Another user's roots are left alone.
         assert_eq!(sweep_stale_scratch(tmp.path(), owner.wrapping_add(1)), 0);
-        assert!(stale.exists());
+        assert!(released.exists() && dead_unlocked.exists());
 
-        assert_eq!(sweep_stale_scratch(tmp.path(), owner), 1);
-        assert!(
-            !stale.exists(),
-            "the dead process's scratch root is removed"
-        );
-        assert!(
-            live.join("bee-0").exists(),
-            "a running process's root stays"
-        );
+        assert_eq!(sweep_stale_scratch(tmp.path(), owner), 2);
+        assert!(!released.exists(), "an unlocked root is removed");
+        assert!(!dead_unlocked.exists(), "a dead process's root is removed");
+        assert!(held.join("bee-0").join("spill.arrow").exists());
+        assert!(fresh.exists() && live_unlocked.exists());
         assert!(other.exists() && not_a_pid.exists());
+
+        drop(lock);
+        assert_eq!(sweep_stale_scratch(tmp.path(), owner), 1);
+        assert!(!held.exists(), "its pool gone, the root goes");
     }
 }
