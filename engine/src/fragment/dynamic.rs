@@ -10,14 +10,23 @@
 //! Q17 and Q20 sum lineitem per part before joining the few parts they want) or other
 //! joins, those rows cost the chamber most of its time.
 //!
-//! [`ApplyDynamicFilters`] puts a [`DynamicFilterExec`] over every scan that holds dynamic
+//! [`ApplyDynamicFilters`] puts a [`DynamicFilterExec`] over the scans that hold dynamic
 //! filters. It evaluates them on each batch the scan decodes, one after the other, each over
 //! the rows the ones before it kept, and passes on the rows all of them accept. A filter
 //! that keeps most rows is not worth its lookups: the operator measures the share each one
 //! keeps, drops a filter once it has kept more than [`KEEP_AT_MOST`] of at least
-//! [`SAMPLE_ROWS`] rows, and runs those that keep the fewest first. Applying a filter right
-//! under its own join pays too: a selective filter run first spares the others most of
-//! their lookups, and the join its probes and its own filter (TPC-H Q8, Q19, Q21).
+//! [`SAMPLE_ROWS`] rows, and runs those that keep the fewest first.
+//!
+//! Right under its own join, a filter pays where the scan holds others too (a selective
+//! filter run first spares the others most of their lookups: TPC-H Q8) or where the join
+//! compares more than its keys, which it does for every match its keys find (Q19, Q21).
+//! It pays too where a static filter sits between the scan and the join: the dynamic
+//! filter's range test drops most rows before the static one looks at them (star-schema
+//! Q1.2 and Q1.3, one week of dates, took a quarter longer without it). Otherwise a scan
+//! that feeds its join's probe side through projections only gets no filter operator: it
+//! would repeat the join's own hashing and lookups on every row, and copy the rows it
+//! keeps, for nothing the join does not do itself (TPC-H Q22 looks up all of orders'
+//! customers in its anti join's table; Q11 and Q16 probe with partsupp).
 //!
 //! A dynamic filter only removes rows that cannot change the answer (rows its join would
 //! not match; rows a top-k, which fills dynamic filters too, would not keep), so applying
@@ -39,13 +48,17 @@ use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
-use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{BinaryExpr, DynamicFilterPhysicalExpr, Literal};
 use datafusion::physical_expr::utils::reassign_expr_columns;
-use datafusion::physical_expr::{PhysicalExpr, split_conjunction};
+use datafusion::physical_expr::{PhysicalExpr, conjunction_opt, split_conjunction};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, RecordBatchStream,
     SendableRecordBatchStream,
@@ -59,7 +72,9 @@ pub(crate) const SAMPLE_ROWS: usize = 65_536;
 pub(crate) const KEEP_AT_MOST: f64 = 0.75;
 
 /// Puts a [`DynamicFilterExec`] over every Parquet scan whose predicate holds dynamic
-/// filters. Runs after DataFusion's own rules, once the joins have pushed their filters.
+/// filters, but for one whose only filter is that of the join it feeds directly (see the
+/// module docs). Runs after DataFusion's own rules, once the joins have pushed their
+/// filters.
 #[derive(Debug, Default)]
 pub(crate) struct ApplyDynamicFilters;
 
@@ -69,18 +84,25 @@ impl PhysicalOptimizerRule for ApplyDynamicFilters {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let probes = probed_scans(&plan)?;
         plan.transform_up(|node| {
+            let own = probes
+                .iter()
+                .find(|(scan, _)| std::ptr::addr_eq(*scan, Arc::as_ptr(&node)))
+                .map(|(_, id)| *id);
             let filters = dynamic_filters(node.as_ref());
             if filters.is_empty() {
                 return Ok(Transformed::no(node));
             }
+            let bounds_only = matches!(filters.as_slice(),
+                [filter] if own.is_some() && filter.expression_id() == own);
             let schema = node.schema();
             let filters = filters
                 .into_iter()
                 .map(|filter| reassign_expr_columns(filter, &schema))
                 .collect::<Result<Vec<_>>>()?;
             Ok(Transformed::yes(
-                Arc::new(DynamicFilterExec::new(node, filters)) as _,
+                Arc::new(DynamicFilterExec::new(node, filters, bounds_only)) as _,
             ))
         })
         .data()
@@ -93,6 +115,35 @@ impl PhysicalOptimizerRule for ApplyDynamicFilters {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// The scans that feed a hash join's probe side through nothing but projections, each with the id of that join's dynamic filter. Alone, that filter would only
+/// repeat the join's lookups: the join hashes and looks up every row it probes, and drops
+/// the ones without a match, as the filter would. Joins that compare more than their keys
+/// are left out: they run that comparison on every match their keys find.
+fn probed_scans(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<(*const dyn ExecutionPlan, u64)>> {
+    let mut probes = Vec::new();
+    plan.apply(|node| {
+        if let Some(join) = node.downcast_ref::<HashJoinExec>()
+            && join.filter().is_none()
+            && let [filter] = join.dynamic_expressions_produced().as_slice()
+            && let Some(id) = filter.expression_id()
+        {
+            let mut below = join.right().clone();
+            loop {
+                let passes = below.is::<ProjectionExec>() || below.is::<FilterExec>();
+                match below.children().as_slice() {
+                    [child] if passes => below = Arc::clone(child),
+                    _ => break,
+                }
+            }
+            if below.children().is_empty() {
+                probes.push((Arc::as_ptr(&below), id));
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(probes)
 }
 
 /// The dynamic filters among the conjuncts of a file scan's predicate.
@@ -111,20 +162,44 @@ fn dynamic_filters(node: &dyn ExecutionPlan) -> Vec<Arc<dyn PhysicalExpr>> {
         .collect()
 }
 
+/// The conjuncts of a join's filter that compare a key with a constant (its bounds) or are
+/// constants (an empty build side's `false`), without the lookups in its hash table or
+/// list of keys; `None` when there are none.
+fn key_bounds(filter: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn PhysicalExpr>> {
+    let bounds = split_conjunction(filter).into_iter().filter(|expr| {
+        expr.is::<Literal>()
+            || expr.downcast_ref::<BinaryExpr>().is_some_and(|binary| {
+                matches!(
+                    binary.op(),
+                    Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+                ) && (binary.left().is::<Literal>() || binary.right().is::<Literal>())
+            })
+    });
+    conjunction_opt(bounds.cloned())
+}
+
 /// Keeps the rows of its input that every one of its dynamic filters accepts, until the
 /// filters prove to keep most rows; see the module docs.
 #[derive(Debug)]
 pub struct DynamicFilterExec {
     input: Arc<dyn ExecutionPlan>,
     filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Whether only the bounds of the filters' keys are tested, not their lookups: the
+    /// join right above does those itself (see the module docs).
+    bounds_only: bool,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl DynamicFilterExec {
-    fn new(input: Arc<dyn ExecutionPlan>, filters: Vec<Arc<dyn PhysicalExpr>>) -> Self {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        filters: Vec<Arc<dyn PhysicalExpr>>,
+        bounds_only: bool,
+    ) -> Self {
         Self {
             input,
             filters,
+            bounds_only,
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
@@ -132,7 +207,8 @@ impl DynamicFilterExec {
 
 impl DisplayAs for DynamicFilterExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DynamicFilterExec: ")?;
+        let only = if self.bounds_only { "bounds of " } else { "" };
+        write!(f, "DynamicFilterExec: {only}")?;
         for (i, filter) in self.filters.iter().enumerate() {
             if i > 0 {
                 write!(f, " AND ")?;
@@ -179,14 +255,18 @@ impl ExecutionPlan for DynamicFilterExec {
         let input = children.pop().ok_or_else(|| {
             datafusion::error::DataFusionError::Internal("a dynamic filter needs its input".into())
         })?;
-        Ok(Arc::new(Self::new(input, self.filters.clone())))
+        Ok(Arc::new(Self::new(
+            input,
+            self.filters.clone(),
+            self.bounds_only,
+        )))
     }
 
     /// A plan run again (a merge in the chamber that ran the partial plan) no longer has
     /// joins filling these filters: they could hold the keys of the earlier run, so the
     /// reset operator filters nothing.
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(Self::new(self.input.clone(), Vec::new())))
+        Ok(Arc::new(Self::new(self.input.clone(), Vec::new(), false)))
     }
 
     fn execute(
@@ -198,6 +278,7 @@ impl ExecutionPlan for DynamicFilterExec {
         let input = self.input.execute(partition, context)?;
         let state = FilterState::new(
             &self.filters,
+            self.bounds_only,
             MetricBuilder::new(&self.metrics).counter("rows_dropped", partition),
             BaselineMetrics::new(&self.metrics, partition),
         );
@@ -277,17 +358,38 @@ struct FilterState {
 /// One dynamic filter and the rows it has seen and kept.
 struct Measured {
     filter: Arc<dyn PhysicalExpr>,
+    /// For a filter tested by its bounds only: the generation of the filter they were taken
+    /// from, and the bounds (`None`: it has none).
+    bounds: Option<(u64, Option<Arc<dyn PhysicalExpr>>)>,
     seen: usize,
     kept: usize,
 }
 
 impl Measured {
-    fn new(filter: Arc<dyn PhysicalExpr>) -> Self {
+    fn new(filter: Arc<dyn PhysicalExpr>, bounds_only: bool) -> Self {
         Self {
             filter,
+            bounds: bounds_only.then_some((0, None)),
             seen: 0,
             kept: 0,
         }
+    }
+
+    /// What to evaluate: the filter, or the bounds of its keys as of its current
+    /// generation (`None` when it has none).
+    fn test(&mut self) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+        let Some((generation, bounds)) = &mut self.bounds else {
+            return Ok(Some(self.filter.clone()));
+        };
+        let current = self.filter.snapshot_generation();
+        if *generation != current {
+            *generation = current;
+            *bounds = match self.filter.downcast_ref::<DynamicFilterPhysicalExpr>() {
+                Some(dynamic) => key_bounds(&dynamic.current()?),
+                None => Some(self.filter.clone()),
+            };
+        }
+        Ok(bounds.clone())
     }
 
     /// The share of the rows it has seen that it kept (1 before it has seen any).
@@ -306,9 +408,17 @@ impl Measured {
 }
 
 impl FilterState {
-    fn new(filters: &[Arc<dyn PhysicalExpr>], dropped: Count, baseline: BaselineMetrics) -> Self {
+    fn new(
+        filters: &[Arc<dyn PhysicalExpr>],
+        bounds_only: bool,
+        dropped: Count,
+        baseline: BaselineMetrics,
+    ) -> Self {
         Self {
-            filters: filters.iter().cloned().map(Measured::new).collect(),
+            filters: filters
+                .iter()
+                .map(|filter| Measured::new(filter.clone(), bounds_only))
+                .collect(),
             dropped,
             baseline,
         }
@@ -327,10 +437,10 @@ impl FilterState {
             if batch.num_rows() == 0 || measured.filter.snapshot_generation() <= 1 {
                 continue;
             }
-            let values = measured
-                .filter
-                .evaluate(&batch)?
-                .into_array(batch.num_rows())?;
+            let Some(test) = measured.test()? else {
+                continue;
+            };
+            let values = test.evaluate(&batch)?.into_array(batch.num_rows())?;
             let mask = as_boolean_array(&values)?;
             // Nulls count as rows the filter does not accept, here and in the kernel.
             let kept = mask.true_count();
@@ -360,7 +470,7 @@ mod tests {
     use datafusion::logical_expr::Operator;
     use datafusion::physical_expr::expressions::{BinaryExpr, col, lit};
     use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
-    use datafusion::physical_plan::collect;
+    use datafusion::physical_plan::{collect, displayable};
     use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
     use parquet::arrow::ArrowWriter;
 
@@ -393,13 +503,29 @@ mod tests {
     /// the aggregation. Returns the answer, with and without the rule, and the rows the
     /// filter dropped.
     async fn sums_per_key(keys: Vec<i64>) -> (String, String, usize) {
+        let sql = "SELECT count(*) AS n, sum(s.total) AS total FROM keys k \
+                   JOIN (SELECT id, sum(amount) AS total FROM sales GROUP BY id) s ON k.id = s.id";
+        let (with, without, filters) = with_and_without(sql, keys).await;
+        assert_eq!(filters.len(), 1, "one scan holds a dynamic filter");
+        let metrics = filters[0].metrics().expect("metrics");
+        let dropped = metrics
+            .sum_by_name("rows_dropped")
+            .expect("counted")
+            .as_usize();
+        (with, without, dropped)
+    }
+
+    /// The answer to `sql` over `sales` (ids 0..ROWS) and `keys` (the given ids), with and
+    /// without the rule, and the filter operators the rule put in the plan.
+    async fn with_and_without(
+        sql: &str,
+        keys: Vec<i64>,
+    ) -> (String, String, Vec<Arc<dyn ExecutionPlan>>) {
         let dir = tempfile::tempdir().expect("tempdir");
         write(&dir.path().join("sales.parquet"), (0..ROWS).collect());
         write(&dir.path().join("keys.parquet"), keys);
-        let sql = "SELECT count(*) AS n, sum(s.total) AS total FROM keys k \
-                   JOIN (SELECT id, sum(amount) AS total FROM sales GROUP BY id) s ON k.id = s.id";
         let mut answers = Vec::new();
-        let mut dropped = 0;
+        let mut placed = Vec::new();
         for with_rule in [true, false] {
             let mut rules = PhysicalOptimizer::new().rules;
             if with_rule {
@@ -442,19 +568,86 @@ mod tests {
             })
             .expect("walk");
             if with_rule {
-                assert_eq!(filters.len(), 1, "one scan holds a dynamic filter");
-                let metrics = filters[0].metrics().expect("metrics");
-                dropped = metrics
-                    .sum_by_name("rows_dropped")
-                    .expect("counted")
-                    .as_usize();
+                placed = filters;
             } else {
                 assert!(filters.is_empty());
             }
         }
         let without = answers.pop().expect("answer");
         let with = answers.pop().expect("answer");
-        (with, without, dropped)
+        (with, without, placed)
+    }
+
+    #[tokio::test]
+    async fn a_scan_probed_by_its_own_join_is_tested_by_the_keys_bounds_only() {
+        // Keys 50,000 to 50,009: the bounds keep those ten rows of sales and drop the rest.
+        let keys: Vec<i64> = (50_000..50_010).collect();
+        // The sales scan feeds the join's probe side, directly or through a static filter:
+        // the join looks its keys up itself, so only their bounds are tested first.
+        for sql in [
+            "SELECT count(*) AS n, sum(s.amount) AS total FROM keys k JOIN sales s ON k.id = s.id",
+            "SELECT count(*) AS n, sum(s.amount) AS total FROM keys k \
+             JOIN sales s ON k.id = s.id WHERE s.amount >= 0",
+        ] {
+            let (with, without, filters) = with_and_without(sql, keys.clone()).await;
+            assert_eq!(with, without);
+            assert!(with.contains("| 10 | 250022.5 |"), "{with}");
+            let [filter] = filters.as_slice() else {
+                panic!("{} filter operators", filters.len());
+            };
+            let shown = format!("{}", displayable(filter.as_ref()).one_line());
+            assert!(
+                shown.starts_with("DynamicFilterExec: bounds of "),
+                "{shown}"
+            );
+            let metrics = filter.metrics().expect("metrics");
+            let dropped = metrics.sum_by_name("rows_dropped").expect("counted");
+            // Every row the scan decoded but the ten (it skips pages outside the bounds).
+            let scanned = filter.children()[0]
+                .metrics()
+                .and_then(|m| m.output_rows())
+                .expect("scan rows");
+            assert!(scanned > 10, "{scanned}");
+            assert_eq!(dropped.as_usize(), scanned - 10);
+        }
+        // Keys spread over the whole range: the bounds drop the seven ids below the
+        // smallest key, then, having kept nearly all of their sample, are turned off. The
+        // lookups are left to the join.
+        let keys: Vec<i64> = (0..10).map(|i| i * 10_000 + 7).collect();
+        let sql = "SELECT count(*) AS n, sum(s.amount) AS total FROM keys k \
+                   JOIN sales s ON k.id = s.id";
+        let (with, without, filters) = with_and_without(sql, keys.clone()).await;
+        assert_eq!(with, without);
+        assert!(with.contains("| 10 | 225035.0 |"), "{with}");
+        let metrics = filters[0].metrics().expect("metrics");
+        let dropped = metrics.sum_by_name("rows_dropped").expect("counted");
+        assert_eq!(dropped.as_usize(), 7);
+        // A top-k above pushes its filter into the same scan: both run there whole, the
+        // one that keeps fewest rows first.
+        let sql = "SELECT s.id FROM keys k JOIN sales s ON k.id = s.id ORDER BY s.id LIMIT 2";
+        let (with, without, filters) = with_and_without(sql, keys.clone()).await;
+        assert_eq!(with, without);
+        assert!(with.contains("| 7     |\n| 10007 |"), "{with}");
+        assert_eq!(filters.len(), 1);
+        let shown = format!("{}", displayable(filters[0].as_ref()).one_line());
+        assert!(
+            shown.starts_with("DynamicFilterExec: DynamicFilter ["),
+            "{shown}"
+        );
+        assert_eq!(shown.matches("DynamicFilter [").count(), 2, "{shown}");
+        // A join that also compares other columns runs that comparison on every match it
+        // finds: its whole filter goes first.
+        let sql = "SELECT count(*) AS n FROM keys k \
+                   JOIN sales s ON k.id = s.id AND s.amount <> k.amount + 1";
+        let (with, without, filters) = with_and_without(sql, keys).await;
+        assert_eq!(with, without);
+        assert!(with.contains("| 10 |"), "{with}");
+        assert_eq!(filters.len(), 1);
+        let shown = format!("{}", displayable(filters[0].as_ref()).one_line());
+        assert!(
+            shown.starts_with("DynamicFilterExec: DynamicFilter ["),
+            "{shown}"
+        );
     }
 
     #[tokio::test]
@@ -514,6 +707,7 @@ mod tests {
         let metrics = ExecutionPlanMetricsSet::new();
         let mut state = FilterState::new(
             &[wide.clone() as _, narrow.clone() as _],
+            false,
             MetricBuilder::new(&metrics).counter("rows_dropped", 0),
             BaselineMetrics::new(&metrics, 0),
         );
@@ -545,7 +739,7 @@ mod tests {
         dynamic.update(below(&schema, 100)).expect("update");
         let input =
             MemorySourceConfig::try_new_exec(&[vec![rows; 20]], schema, None).expect("input");
-        let exec = Arc::new(DynamicFilterExec::new(input, vec![dynamic as _]));
+        let exec = Arc::new(DynamicFilterExec::new(input, vec![dynamic as _], false));
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_batch_size(8192));
         let batches = collect(exec, ctx.task_ctx()).await.expect("run");
         // Twenty batches of 1000 rows, each thinned to 100: one batch of 2000.
