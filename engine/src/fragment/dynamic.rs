@@ -17,16 +17,17 @@
 //! keeps, drops a filter once it has kept more than [`KEEP_AT_MOST`] of at least
 //! [`SAMPLE_ROWS`] rows, and runs those that keep the fewest first.
 //!
-//! Right under its own join, a filter pays where the scan holds others too (a selective
-//! filter run first spares the others most of their lookups: TPC-H Q8) or where the join
-//! compares more than its keys, which it does for every match its keys find (Q19, Q21).
-//! It pays too where a static filter sits between the scan and the join: the dynamic
-//! filter's range test drops most rows before the static one looks at them (star-schema
-//! Q1.2 and Q1.3, one week of dates, took a quarter longer without it). Otherwise a scan
-//! that feeds its join's probe side through projections only gets no filter operator: it
-//! would repeat the join's own hashing and lookups on every row, and copy the rows it
-//! keeps, for nothing the join does not do itself (TPC-H Q22 looks up all of orders'
-//! customers in its anti join's table; Q11 and Q16 probe with partsupp).
+//! Right under its own join, the whole filter pays where the scan holds others too (a
+//! selective filter run first spares the others most of their lookups: TPC-H Q8) or where
+//! the join compares more than its keys, which it does for every match its keys find (Q19,
+//! Q21). Otherwise, over a scan that feeds its join's probe side through projections and
+//! filters only, the operator tests the filter's key bounds alone. Its lookups would repeat
+//! the join's own hashing and lookups on every row, and copy the rows they keep, for
+//! nothing the join does not do itself (TPC-H Q22 looks up all of orders' customers in its
+//! anti join's table; Q11 and Q16 probe with partsupp). The bounds drop the rows outside a
+//! narrow key range for two comparisons each, before any static filter in between looks at
+//! them (star-schema Q1.2 and Q1.3 join a month or a week of dates, and took a quarter
+//! longer with no test at all).
 //!
 //! A dynamic filter only removes rows that cannot change the answer (rows its join would
 //! not match; rows a top-k, which fills dynamic filters too, would not keep), so applying
@@ -72,9 +73,9 @@ pub(crate) const SAMPLE_ROWS: usize = 65_536;
 pub(crate) const KEEP_AT_MOST: f64 = 0.75;
 
 /// Puts a [`DynamicFilterExec`] over every Parquet scan whose predicate holds dynamic
-/// filters, but for one whose only filter is that of the join it feeds directly (see the
-/// module docs). Runs after DataFusion's own rules, once the joins have pushed their
-/// filters.
+/// filters, testing only the key bounds of a filter that is the scan's only one and comes
+/// from the join it feeds directly (see the module docs). Runs after DataFusion's own
+/// rules, once the joins have pushed their filters.
 #[derive(Debug, Default)]
 pub(crate) struct ApplyDynamicFilters;
 
@@ -117,8 +118,9 @@ impl PhysicalOptimizerRule for ApplyDynamicFilters {
     }
 }
 
-/// The scans that feed a hash join's probe side through nothing but projections, each with the id of that join's dynamic filter. Alone, that filter would only
-/// repeat the join's lookups: the join hashes and looks up every row it probes, and drops
+/// The scans that feed a hash join's probe side through nothing but projections and
+/// filters, each with the id of that join's dynamic filter. Alone, that filter's lookups
+/// would only repeat the join's: the join hashes and looks up every row it probes, and drops
 /// the ones without a match, as the filter would. Joins that compare more than their keys
 /// are left out: they run that comparison on every match their keys find.
 fn probed_scans(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<(*const dyn ExecutionPlan, u64)>> {
