@@ -3,7 +3,9 @@
 //!
 //! Run: `just bench` (SF 1, 3 runs), or
 //! `cargo bench -p apiary-host --bench tpch -- --scale 0.1 --runs 1 [--suite tpch|ssb]
-//! [--profile P] [--layout L] [--bees N] [--budget-mib M] [--queries q1,q6] [--no-duckdb]`.
+//! [--profile P] [--layout L] [--bees N] [--budget-mib M] [--queries q1,q6] [--no-duckdb]
+//! [--threads N]`. `--threads` sets DataFusion's partitions and DuckDB's threads (default:
+//! the machine's cores), to compare one bee with one core, say.
 //!
 //! Suites: `tpch` (22 queries) and `ssb` (the Star Schema Benchmark's 13 queries over tables
 //! derived from TPC-H's, as SSB's own generator derives them; see `ssb/mod.rs`).
@@ -58,6 +60,8 @@ struct Args {
     layout: String,
     queries: Option<Vec<String>>,
     duckdb: bool,
+    /// DataFusion's partitions and DuckDB's threads (default: the machine's cores).
+    threads: Option<usize>,
     out: PathBuf,
 }
 
@@ -79,6 +83,7 @@ fn args() -> anyhow::Result<Args> {
         layout: "plain".into(),
         queries: None,
         duckdb: true,
+        threads: None,
         out: target_dir().join("bench"),
     };
     let mut it = std::env::args().skip(1);
@@ -99,11 +104,12 @@ fn args() -> anyhow::Result<Args> {
             }
             "--out" => args.out = PathBuf::from(value()?),
             "--no-duckdb" => args.duckdb = false,
+            "--threads" => args.threads = Some(value()?.parse()?),
             "--bench" => {}
             other => bail!(
                 "unknown argument {other}; expected --scale F --runs N --suite tpch|ssb --bees N \
                  --budget-mib M --profile all-bees|one-bee|pi-1g|two-nodes --layout plain|by-date \
-                 --queries q1,q6 --out DIR --no-duckdb"
+                 --queries q1,q6 --out DIR --no-duckdb --threads N"
             ),
         }
     }
@@ -137,8 +143,8 @@ fn args() -> anyhow::Result<Args> {
     if let Some(budget) = budget {
         args.budget_mib = budget;
     }
-    if args.runs == 0 || args.bees == 0 {
-        bail!("--runs and --bees must be at least 1");
+    if args.runs == 0 || args.bees == 0 || args.threads == Some(0) {
+        bail!("--runs, --bees and --threads must be at least 1");
     }
     Ok(args)
 }
@@ -253,7 +259,9 @@ struct QueryResult {
 
 fn main() -> anyhow::Result<()> {
     let args = args()?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // Shared with the test suites, which generate some scales too.
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let tpch_data = tmp.join(format!("tpch-sf{}", args.scale));
@@ -666,12 +674,13 @@ fn report(
         .filter_map(|r| r.duckdb.map(|d| r.apiary.as_secs_f64() / d.as_secs_f64()))
         .collect();
     let mut md = format!(
-        "{title} SF {}, {} runs per query (medians), {cores} cores; Apiary: {} bees x {} MiB ({}, {} layout); \
+        "{title} SF {}, {} runs per query (medians), {} cores; Apiary: {} bees x {} MiB ({}, {} layout); \
          DataFusion 55 with {cores} partitions; DuckDB {} with {cores} threads.\n\n\
          | query | DataFusion ms | Apiary ms | DuckDB ms | Apiary/DataFusion | Apiary/DuckDB | fragments | chamber ms | of which reads ms | merge ms | MiB read | same answer |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         args.scale,
         args.runs,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
         args.bees,
         args.budget_mib,
         args.profile,
@@ -727,12 +736,17 @@ fn report(
         "plain" => format!("{}-sf{}-{}", args.suite, args.scale, args.profile),
         layout => format!("{}-sf{}-{}-{layout}", args.suite, args.scale, args.profile),
     };
+    let stem = match args.threads {
+        Some(threads) => format!("{stem}-{threads}-threads"),
+        None => stem,
+    };
     std::fs::write(args.out.join(format!("{stem}.md")), &md)?;
     let json = json!({
         "suite": args.suite,
         "scale": args.scale,
         "runs": args.runs,
-        "cores": cores,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "threads": cores,
         "bees": args.bees,
         "budget_mib": args.budget_mib,
         "profile": args.profile,
