@@ -509,12 +509,7 @@ mod tests {
                    JOIN (SELECT id, sum(amount) AS total FROM sales GROUP BY id) s ON k.id = s.id";
         let (with, without, filters) = with_and_without(sql, keys).await;
         assert_eq!(filters.len(), 1, "one scan holds a dynamic filter");
-        let metrics = filters[0].metrics().expect("metrics");
-        let dropped = metrics
-            .sum_by_name("rows_dropped")
-            .expect("counted")
-            .as_usize();
-        (with, without, dropped)
+        (with, without, dropped(&filters[0]))
     }
 
     /// The answer to `sql` over `sales` (ids 0..ROWS) and `keys` (the given ids), with and
@@ -597,20 +592,18 @@ mod tests {
             let [filter] = filters.as_slice() else {
                 panic!("{} filter operators", filters.len());
             };
-            let shown = format!("{}", displayable(filter.as_ref()).one_line());
+            let shown = one_line(filter);
             assert!(
                 shown.starts_with("DynamicFilterExec: bounds of "),
                 "{shown}"
             );
-            let metrics = filter.metrics().expect("metrics");
-            let dropped = metrics.sum_by_name("rows_dropped").expect("counted");
             // Every row the scan decoded but the ten (it skips pages outside the bounds).
             let scanned = filter.children()[0]
                 .metrics()
                 .and_then(|m| m.output_rows())
                 .expect("scan rows");
             assert!(scanned > 10, "{scanned}");
-            assert_eq!(dropped.as_usize(), scanned - 10);
+            assert_eq!(dropped(filter), scanned - 10);
         }
         // Keys spread over the whole range: the bounds drop the seven ids below the
         // smallest key, then, having kept nearly all of their sample, are turned off. The
@@ -621,21 +614,18 @@ mod tests {
         let (with, without, filters) = with_and_without(sql, keys.clone()).await;
         assert_eq!(with, without);
         assert!(with.contains("| 10 | 225035.0 |"), "{with}");
-        let metrics = filters[0].metrics().expect("metrics");
-        let dropped = metrics.sum_by_name("rows_dropped").expect("counted");
-        assert_eq!(dropped.as_usize(), 7);
+        assert_eq!(dropped(&filters[0]), 7);
         // A top-k above pushes its filter into the same scan: both run there whole, the
         // one that keeps fewest rows first.
         let sql = "SELECT s.id FROM keys k JOIN sales s ON k.id = s.id ORDER BY s.id LIMIT 2";
         let (with, without, filters) = with_and_without(sql, keys.clone()).await;
         assert_eq!(with, without);
         assert!(with.contains("| 7     |\n| 10007 |"), "{with}");
-        assert_eq!(filters.len(), 1);
-        let shown = format!("{}", displayable(filters[0].as_ref()).one_line());
-        assert!(
-            shown.starts_with("DynamicFilterExec: DynamicFilter ["),
-            "{shown}"
-        );
+        let [filter] = filters.as_slice() else {
+            panic!("{} filter operators", filters.len());
+        };
+        let shown = one_line(filter);
+        assert!(shown.starts_with(WHOLE), "{shown}");
         assert_eq!(shown.matches("DynamicFilter [").count(), 2, "{shown}");
         // A join that also compares other columns runs that comparison on every match it
         // finds: its whole filter goes first.
@@ -644,12 +634,26 @@ mod tests {
         let (with, without, filters) = with_and_without(sql, keys).await;
         assert_eq!(with, without);
         assert!(with.contains("| 10 |"), "{with}");
-        assert_eq!(filters.len(), 1);
-        let shown = format!("{}", displayable(filters[0].as_ref()).one_line());
-        assert!(
-            shown.starts_with("DynamicFilterExec: DynamicFilter ["),
-            "{shown}"
-        );
+        let [filter] = filters.as_slice() else {
+            panic!("{} filter operators", filters.len());
+        };
+        assert!(one_line(filter).starts_with(WHOLE), "{}", one_line(filter));
+    }
+
+    /// How a filter operator testing its whole filters shows.
+    const WHOLE: &str = "DynamicFilterExec: DynamicFilter [";
+
+    fn one_line(plan: &Arc<dyn ExecutionPlan>) -> String {
+        displayable(plan.as_ref()).one_line().to_string()
+    }
+
+    /// The rows a filter operator dropped.
+    fn dropped(filter: &Arc<dyn ExecutionPlan>) -> usize {
+        let metrics = filter.metrics().expect("metrics");
+        metrics
+            .sum_by_name("rows_dropped")
+            .expect("counted")
+            .as_usize()
     }
 
     #[tokio::test]
