@@ -903,6 +903,13 @@ impl ByteSource for NoCells {
     }
 }
 
+/// The most bytes of a chamber slot's memory, and of its tables, kept mapped (and zeroed)
+/// after a chamber ends. Each slot keeps at most this much resident while idle.
+const KEEP_RESIDENT: usize = 16 << 20;
+
+/// Never keep more than this fraction of a bee's budget resident per slot.
+const KEEP_RESIDENT_SHARE_OF_BUDGET: usize = 8;
+
 /// One wasmtime engine for all chambers of the process.
 fn build_engine(max_budget: u64, max_chambers: u32) -> Result<Engine> {
     const PAGE: u64 = 64 << 10;
@@ -928,6 +935,12 @@ fn build_engine(max_budget: u64, max_chambers: u32) -> Result<Engine> {
         .table_elements(1 << 18)
         .max_component_instance_size(4 << 20)
         .max_core_instance_size(16 << 20);
+    // A slot's first pages stay mapped between chambers, zeroed in place rather than
+    // handed back to the kernel: the next chamber in the slot starts without page faults
+    // on the memory every statement touches (its stack, planning, the first batches).
+    let keep_resident = KEEP_RESIDENT.min(max_memory / KEEP_RESIDENT_SHARE_OF_BUDGET);
+    pool.linear_memory_keep_resident(keep_resident)
+        .table_keep_resident(keep_resident);
 
     let mut config = Config::new();
     config
