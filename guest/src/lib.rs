@@ -207,6 +207,7 @@ impl bindings::Guest for Chamber {
                 MergeKind::Sort => types::MergeKind::Sort,
             }),
             sort_merge_joins: summary.sort_merge_joins,
+            planning_micros: u64::try_from(summary.planning.as_micros()).unwrap_or(u64::MAX),
         })
     }
 }

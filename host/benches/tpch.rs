@@ -249,6 +249,7 @@ struct QueryResult {
     duckdb: Option<Duration>,
     fragments: usize,
     fragment_ms: f64,
+    planning_ms: f64,
     read_ms: f64,
     merge_ms: f64,
     bytes_read: u64,
@@ -436,20 +437,29 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        let (apiary_time, matches, fragments, fragment_ms, read_ms, merge_ms, bytes_read) =
-            match &last {
-                Some(output) if error.is_none() => (
-                    median(times),
-                    pretty_format_batches(&output.batches)?.to_string()
-                        == pretty_format_batches(native_answer)?.to_string(),
-                    output.fragments.len(),
-                    output.fragments.iter().map(|f| ms(f.stats.elapsed)).sum(),
-                    output.fragments.iter().map(|f| ms(f.stats.read_time)).sum(),
-                    output.merge.as_ref().map_or(0.0, |m| ms(m.elapsed)),
-                    output.fragments.iter().map(|f| f.stats.bytes_read).sum(),
-                ),
-                _ => (Duration::ZERO, false, 0, 0.0, 0.0, 0.0, 0),
-            };
+        let (
+            apiary_time,
+            matches,
+            fragments,
+            fragment_ms,
+            planning_ms,
+            read_ms,
+            merge_ms,
+            bytes_read,
+        ) = match &last {
+            Some(output) if error.is_none() => (
+                median(times),
+                pretty_format_batches(&output.batches)?.to_string()
+                    == pretty_format_batches(native_answer)?.to_string(),
+                output.fragments.len(),
+                output.fragments.iter().map(|f| ms(f.stats.elapsed)).sum(),
+                output.fragments.iter().map(|f| ms(f.stats.planning)).sum(),
+                output.fragments.iter().map(|f| ms(f.stats.read_time)).sum(),
+                output.merge.as_ref().map_or(0.0, |m| ms(m.elapsed)),
+                output.fragments.iter().map(|f| f.stats.bytes_read).sum(),
+            ),
+            _ => (Duration::ZERO, false, 0, 0.0, 0.0, 0.0, 0.0, 0),
+        };
         println!(
             "  {name}: native {:.0} ms, Apiary {:.0} ms ({} fragments){}",
             ms(*native_time),
@@ -466,6 +476,7 @@ fn main() -> anyhow::Result<()> {
             duckdb: None,
             fragments,
             fragment_ms,
+            planning_ms,
             read_ms,
             merge_ms,
             bytes_read,
@@ -676,8 +687,8 @@ fn report(
     let mut md = format!(
         "{title} SF {}, {} runs per query (medians), {} cores; Apiary: {} bees x {} MiB ({}, {} layout); \
          DataFusion 55 with {cores} partitions; DuckDB {} with {cores} threads.\n\n\
-         | query | DataFusion ms | Apiary ms | DuckDB ms | Apiary/DataFusion | Apiary/DuckDB | fragments | chamber ms | of which reads ms | merge ms | MiB read | same answer |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         | query | DataFusion ms | Apiary ms | DuckDB ms | Apiary/DataFusion | Apiary/DuckDB | fragments | chamber ms | of which planning ms | of which reads ms | merge ms | MiB read | same answer |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         args.scale,
         args.runs,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -696,7 +707,7 @@ fn report(
             (None, a, d) => format!("DataFusion {a}, DuckDB {d:?}"),
         };
         md.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} |\n",
+            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {} |\n",
             r.name,
             ms(r.native),
             ms(r.apiary),
@@ -714,6 +725,7 @@ fn report(
                 )),
             r.fragments,
             r.fragment_ms,
+            r.planning_ms,
             r.read_ms,
             r.merge_ms,
             r.bytes_read as f64 / MIB as f64,
@@ -762,6 +774,7 @@ fn report(
             "duckdb_ms": r.duckdb.map(ms),
             "fragments": r.fragments,
             "chamber_ms": r.fragment_ms,
+            "planning_ms": r.planning_ms,
             "read_ms": r.read_ms,
             "merge_ms": r.merge_ms,
             "bytes_read": r.bytes_read,

@@ -1024,7 +1024,7 @@ impl QuerySession {
                 rows.push((
                     format!("{}{attempts}", run.label),
                     format!(
-                        "{node}bee {}: {} cells, {} bytes read in {} reads ({:.1} ms), {} rows, {:.1} ms, peak chamber memory {:.1} MiB of a {:.0} MiB budget{joins}",
+                        "{node}bee {}: {} cells, {} bytes read in {} reads ({:.1} ms), {} rows, {:.1} ms (planning {:.1} ms), peak chamber memory {:.1} MiB of a {:.0} MiB budget{joins}",
                         stats.bee,
                         run.cells,
                         stats.bytes_read,
@@ -1032,6 +1032,7 @@ impl QuerySession {
                         stats.read_time.as_secs_f64() * 1e3,
                         stats.rows,
                         stats.elapsed.as_secs_f64() * 1e3,
+                        stats.planning.as_secs_f64() * 1e3,
                         stats.peak_memory as f64 / MIB,
                         stats.budget as f64 / MIB
                     ),

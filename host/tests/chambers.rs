@@ -194,6 +194,12 @@ fn chamber_answers_equal_native_datafusion() {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
         assert!(output.stats.rows > 0, "{sql} returned no rows");
         assert_eq!(pretty(&output), native(sql, tables), "{sql}");
+        // Planning is part of the chamber's time, and never all of it.
+        let stats = &output.stats;
+        assert!(
+            stats.planning > Duration::ZERO && stats.planning < stats.elapsed,
+            "{sql}: {stats:?}"
+        );
     }
 }
 

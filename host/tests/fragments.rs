@@ -224,6 +224,13 @@ fn data_far_larger_than_a_bee_is_split_with_host_memory_bounded() {
                     run.stats
                 );
                 assert!(run.stats.bytes_read > 0, "{}", run.label);
+                // Planning is part of the chamber's time, and never all of it.
+                assert!(
+                    run.stats.planning > Duration::ZERO && run.stats.planning < run.stats.elapsed,
+                    "{}: {:?}",
+                    run.label,
+                    run.stats
+                );
             }
             let merge = output.merge.expect("a merge");
             assert!(matches!(
@@ -259,6 +266,13 @@ fn data_far_larger_than_a_bee_is_split_with_host_memory_bounded() {
         assert!(text.contains("fragment 1 of "), "{text}");
         assert!(text.contains("final aggregation"), "{text}");
         assert!(text.contains("bytes of partial results"), "{text}");
+        // Each fragment's line gives the part of its chamber time that went to planning.
+        let fragments: Vec<&str> = text.lines().filter(|l| l.contains("| fragment ")).collect();
+        assert!(fragments.len() >= 2, "{text}");
+        for line in fragments {
+            assert!(line.contains(" ms (planning "), "{line}");
+        }
+
 
         // The self-join on the order key is split by its ranges (the cells were written in
         // key order): each fragment builds the hash table of its range only, which fits.

@@ -464,6 +464,15 @@ fn distributed(root: &Path, lake: &TestLake) {
     for node in &nodes {
         assert!(text.contains(&format!("node {}, bee 0", node.id)), "{text}");
     }
+    // Each node reports the part of its chamber's time that went to planning.
+    let remote: Vec<&str> = text.lines().filter(|l| l.contains(", bee 0: ")).collect();
+    assert_eq!(remote.len(), nodes.len(), "{text}");
+    for line in remote {
+        assert!(
+            line.contains(" ms (planning ") && !line.contains("(planning 0.0 ms)"),
+            "{line}"
+        );
+    }
     // Q3 joins lineitem to orders and customer: its fragments split lineitem's cells over
     // the three nodes, each reading orders and customer whole.
     let q3 = TPCH_QUERIES

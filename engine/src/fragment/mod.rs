@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -177,6 +178,9 @@ pub struct FragmentSummary {
     /// The hash joins did not fit the memory pool, and the fragment ran again with
     /// sort-merge joins, which spill.
     pub sort_merge_joins: bool,
+    /// Time the attempt that answered took before it ran the plan: its session, and the
+    /// statement planned, optimised and cut.
+    pub planning: Duration,
 }
 
 /// Receives a fragment's output: the schema once, then each batch in order.
@@ -281,6 +285,7 @@ async fn attempt(
     sink: &mut dyn FragmentSink,
     joins: Joins,
 ) -> Result<FragmentSummary, Failed> {
+    let started = Instant::now();
     let pool = Arc::new(PeakMemoryPool::new(
         usize::try_from(task.memory_pool_bytes).unwrap_or(usize::MAX),
     ));
@@ -415,6 +420,7 @@ async fn attempt(
             .sort_spill_reservation_bytes = share / 4;
     }
     let mut stream = execute_stream(plan, ctx.task_ctx())?;
+    summary.planning = started.elapsed();
     let schema = stream.schema();
     // The sink hears of the schema with the first batch, so that a fragment that fails
     // before it can run again from the start.

@@ -177,6 +177,9 @@ pub struct ChamberStats {
     /// The hash joins did not fit the pool, and the fragment ran again with sort-merge
     /// joins, which spill.
     pub sort_merge_joins: bool,
+    /// The part of `elapsed` the chamber spent planning the statement before running it
+    /// (zero for a merge, which runs a plan it holds).
+    pub planning: Duration,
 }
 
 /// A fragment's answer and what it cost.
@@ -844,6 +847,7 @@ impl ChamberEngine {
                         elapsed: elapsed.saturating_sub(at.duration_since(started)),
                         merge: None,
                         sort_merge_joins: false,
+                        planning: Duration::ZERO,
                     },
                     input_bytes,
                 )),
@@ -875,6 +879,7 @@ impl ChamberEngine {
                     types::MergeKind::Sort => MergeKind::Sort,
                 }),
                 sort_merge_joins: summary.sort_merge_joins,
+                planning: Duration::from_micros(summary.planning_micros),
             },
         })
     }

@@ -132,6 +132,9 @@ pub enum Outcome {
         /// Whether the fragment fell back to sort-merge joins.
         #[serde(default)]
         sort_merge_joins: bool,
+        /// The part of the chamber time spent planning, µs.
+        #[serde(default)]
+        planning_us: u64,
     },
     /// The attempt failed.
     Failed {
@@ -157,6 +160,7 @@ impl Outcome {
             chamber_ms: stats.elapsed.as_millis() as u64,
             merge: stats.merge,
             sort_merge_joins: stats.sort_merge_joins,
+            planning_us: u64::try_from(stats.planning.as_micros()).unwrap_or(u64::MAX),
         }
     }
 
@@ -175,6 +179,7 @@ impl Outcome {
                 chamber_ms,
                 merge,
                 sort_merge_joins,
+                planning_us,
             } => Some(ChamberStats {
                 bee,
                 rows,
@@ -187,6 +192,7 @@ impl Outcome {
                 elapsed: Duration::from_millis(chamber_ms),
                 merge,
                 sort_merge_joins,
+                planning: Duration::from_micros(planning_us),
             }),
             Self::Failed { .. } => None,
         }

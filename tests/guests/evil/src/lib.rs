@@ -38,6 +38,7 @@ fn done(rows: u64) -> Result<Summary, ChamberError> {
         pool_peak_bytes: 0,
         merge: None,
         sort_merge_joins: false,
+        planning_micros: 0,
     })
 }
 
