@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use apiary_host::swarm::node::serve;
 use apiary_host::{
-    Apiary, Distribute, Lake, Liveness, Settings, TPCH_QUERIES, TPCH_TABLES, WriteMode,
-    generate_tpch, world_view,
+    Apiary, ChamberStats, Distribute, Lake, Liveness, Settings, TPCH_QUERIES, TPCH_TABLES,
+    WriteMode, generate_tpch, world_view,
 };
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -437,53 +437,46 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        let (
-            apiary_time,
-            matches,
-            fragments,
-            fragment_ms,
-            planning_ms,
-            read_ms,
-            merge_ms,
-            bytes_read,
-        ) = match &last {
-            Some(output) if error.is_none() => (
-                median(times),
-                pretty_format_batches(&output.batches)?.to_string()
-                    == pretty_format_batches(native_answer)?.to_string(),
-                output.fragments.len(),
-                output.fragments.iter().map(|f| ms(f.stats.elapsed)).sum(),
-                output.fragments.iter().map(|f| ms(f.stats.planning)).sum(),
-                output.fragments.iter().map(|f| ms(f.stats.read_time)).sum(),
-                output.merge.as_ref().map_or(0.0, |m| ms(m.elapsed)),
-                output.fragments.iter().map(|f| f.stats.bytes_read).sum(),
-            ),
-            _ => (Duration::ZERO, false, 0, 0.0, 0.0, 0.0, 0.0, 0),
+        let mut result = QueryResult {
+            name,
+            native: *native_time,
+            apiary: Duration::ZERO,
+            duckdb: None,
+            fragments: 0,
+            fragment_ms: 0.0,
+            planning_ms: 0.0,
+            read_ms: 0.0,
+            merge_ms: 0.0,
+            bytes_read: 0,
+            matches_native: false,
+            matches_duckdb: None,
+            apiary_error: error,
         };
+        if let (Some(output), None) = (&last, &result.apiary_error) {
+            let sum = |of: fn(&ChamberStats) -> Duration| -> f64 {
+                output.fragments.iter().map(|f| ms(of(&f.stats))).sum()
+            };
+            result.apiary = median(times);
+            result.matches_native = pretty_format_batches(&output.batches)?.to_string()
+                == pretty_format_batches(native_answer)?.to_string();
+            result.fragments = output.fragments.len();
+            result.fragment_ms = sum(|s| s.elapsed);
+            result.planning_ms = sum(|s| s.planning);
+            result.read_ms = sum(|s| s.read_time);
+            result.merge_ms = output.merge.as_ref().map_or(0.0, |m| ms(m.elapsed));
+            result.bytes_read = output.fragments.iter().map(|f| f.stats.bytes_read).sum();
+        }
         println!(
             "  {name}: native {:.0} ms, Apiary {:.0} ms ({} fragments){}",
             ms(*native_time),
-            ms(apiary_time),
-            fragments,
-            error
+            ms(result.apiary),
+            result.fragments,
+            result
+                .apiary_error
                 .as_ref()
                 .map_or(String::new(), |e| format!(" FAILED: {e}"))
         );
-        results.push(QueryResult {
-            name,
-            native: *native_time,
-            apiary: apiary_time,
-            duckdb: None,
-            fragments,
-            fragment_ms,
-            planning_ms,
-            read_ms,
-            merge_ms,
-            bytes_read,
-            matches_native: matches,
-            matches_duckdb: None,
-            apiary_error: error,
-        });
+        results.push(result);
     }
     // The nodes share this process: their chambers are in the peak too.
     let apiary_rss = peak_rss();

@@ -15,13 +15,13 @@
 //! group of cells cut by the [leafcutter](crate::leafcutter), on as many bees at once, and a
 //! merge over their partial results in the chamber of the fragment that finishes last (see
 //! [`MergeHere`]; plain scans are concatenated on the host, and a statement shared with the
-//! swarm merges in a chamber of its own). A statement that cannot be cut over its largest frame's cells (it reads that
-//! frame twice, or a join needs all its rows at once) may still be cut over ranges of a key
-//! its joins compare, such as `l_orderkey = o_orderkey`: every fragment reads one range's
-//! rows of each keyed frame, from the cells whose statistics allow that range, and the
-//! other frames whole. That is done only where the ranges keep the fragments' cells apart,
-//! as in frames written in key order. Everything else runs whole, in one chamber, with the
-//! statement unchanged.
+//! swarm merges in a chamber of its own). A statement that cannot be cut over its largest
+//! frame's cells (it reads that frame twice, or a join needs all its rows at once) may still
+//! be cut over ranges of a key its joins compare, such as `l_orderkey = o_orderkey`: every
+//! fragment reads one range's rows of each keyed frame, from the cells whose statistics
+//! allow that range, and the other frames whole. That is done only where the ranges keep
+//! the fragments' cells apart, as in frames written in key order. Everything else runs
+//! whole, in one chamber, with the statement unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
