@@ -19,9 +19,11 @@
 //! frame's cells (it reads that frame twice, or a join needs all its rows at once) may still
 //! be cut over ranges of a key its joins compare, such as `l_orderkey = o_orderkey`: every
 //! fragment reads one range's rows of each keyed frame, from the cells whose statistics
-//! allow that range, and the other frames whole. That is done only where the ranges keep
-//! the fragments' cells apart, as in frames written in key order. Everything else runs
-//! whole, in one chamber, with the statement unchanged.
+//! allow that range, and the other frames whole. Ranges replace a cut by cells only where
+//! they keep the fragments' cells apart, as in frames written in key order; where the cells
+//! cannot be cut at all, they are taken even when every fragment reads every cell of a
+//! keyed frame (TPC-H Q17 by part key). Everything else runs whole, in one chamber, with
+//! the statement unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -912,8 +912,10 @@ impl ByteSource for NoCells {
 /// after a chamber ends. Each slot keeps at most this much resident while idle.
 const KEEP_RESIDENT: usize = 16 << 20;
 
-/// Never keep more than this fraction of a bee's budget resident per slot.
-const KEEP_RESIDENT_SHARE_OF_BUDGET: usize = 8;
+/// Never keep more than this fraction of a bee's budget resident per slot: a pool holds two
+/// slots per chamber, and on a small board (4 bees x 128 MiB) all of them together keep
+/// 32 MiB, where an eighth of the budget made it 128 MiB of the board's peak.
+const KEEP_RESIDENT_SHARE_OF_BUDGET: usize = 32;
 
 /// One wasmtime engine for all chambers of the process.
 fn build_engine(max_budget: u64, max_chambers: u32) -> Result<Engine> {
