@@ -589,9 +589,7 @@ mod tests {
             let (with, without, filters) = with_and_without(sql, keys.clone()).await;
             assert_eq!(with, without);
             assert!(with.contains("| 10 | 250022.5 |"), "{with}");
-            let [filter] = filters.as_slice() else {
-                panic!("{} filter operators", filters.len());
-            };
+            let filter = only(&filters);
             let shown = one_line(filter);
             assert!(
                 shown.starts_with("DynamicFilterExec: bounds of "),
@@ -621,10 +619,7 @@ mod tests {
         let (with, without, filters) = with_and_without(sql, keys.clone()).await;
         assert_eq!(with, without);
         assert!(with.contains("| 7     |\n| 10007 |"), "{with}");
-        let [filter] = filters.as_slice() else {
-            panic!("{} filter operators", filters.len());
-        };
-        let shown = one_line(filter);
+        let shown = one_line(only(&filters));
         assert!(shown.starts_with(WHOLE), "{shown}");
         assert_eq!(shown.matches("DynamicFilter [").count(), 2, "{shown}");
         // A join that also compares other columns runs that comparison on every match it
@@ -634,14 +629,20 @@ mod tests {
         let (with, without, filters) = with_and_without(sql, keys).await;
         assert_eq!(with, without);
         assert!(with.contains("| 10 |"), "{with}");
-        let [filter] = filters.as_slice() else {
-            panic!("{} filter operators", filters.len());
-        };
-        assert!(one_line(filter).starts_with(WHOLE), "{}", one_line(filter));
+        let shown = one_line(only(&filters));
+        assert!(shown.starts_with(WHOLE), "{shown}");
     }
 
     /// How a filter operator testing its whole filters shows.
     const WHOLE: &str = "DynamicFilterExec: DynamicFilter [";
+
+    /// The one filter operator of a plan's.
+    fn only(filters: &[Arc<dyn ExecutionPlan>]) -> &Arc<dyn ExecutionPlan> {
+        match filters {
+            [filter] => filter,
+            _ => panic!("{} filter operators", filters.len()),
+        }
+    }
 
     fn one_line(plan: &Arc<dyn ExecutionPlan>) -> String {
         displayable(plan.as_ref()).one_line().to_string()
