@@ -258,11 +258,14 @@ struct QueryResult {
     apiary_error: Option<String>,
 }
 
+/// The cores this machine offers.
+fn machine_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = args()?;
-    let cores = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = args.threads.unwrap_or_else(machine_cores);
     // Shared with the test suites, which generate some scales too.
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let tpch_data = tmp.join(format!("tpch-sf{}", args.scale));
@@ -321,10 +324,10 @@ fn main() -> anyhow::Result<()> {
     let uri = lake_dir.display().to_string();
 
     // Native DataFusion, all cores.
-    println!("native DataFusion, {cores} partitions");
+    println!("native DataFusion, {threads} partitions");
     reset_peak_rss();
     let native_ctx =
-        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(cores));
+        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(threads));
     rt.block_on(register_files(&native_ctx, &data, &tables))?;
     let mut native = Vec::new();
     for (_, sql) in &queries {
@@ -491,7 +494,7 @@ fn main() -> anyhow::Result<()> {
     let mut duckdb_version = None;
     let mut duckdb_rss = None;
     if args.duckdb {
-        match run_duckdb(&data, &tables, cores, args.runs, &queries) {
+        match run_duckdb(&data, &tables, threads, args.runs, &queries) {
             Ok((version, rss, answers)) => {
                 duckdb_version = Some(version);
                 duckdb_rss = Some(rss);
@@ -509,7 +512,7 @@ fn main() -> anyhow::Result<()> {
     report(
         &args,
         title,
-        cores,
+        threads,
         &results,
         [Some(native_rss), Some(apiary_rss), duckdb_rss],
         duckdb_version,
@@ -660,7 +663,7 @@ fn run_duckdb(
 fn report(
     args: &Args,
     title: &str,
-    cores: usize,
+    threads: usize,
     results: &[QueryResult],
     rss: [Option<u64>; 3],
     duckdb_version: Option<String>,
@@ -679,12 +682,12 @@ fn report(
         .collect();
     let mut md = format!(
         "{title} SF {}, {} runs per query (medians), {} cores; Apiary: {} bees x {} MiB ({}, {} layout); \
-         DataFusion 55 with {cores} partitions; DuckDB {} with {cores} threads.\n\n\
+         DataFusion 55 with {threads} partitions; DuckDB {} with {threads} threads.\n\n\
          | query | DataFusion ms | Apiary ms | DuckDB ms | Apiary/DataFusion | Apiary/DuckDB | fragments | chamber ms | of which planning ms | of which reads ms | merge ms | MiB read | same answer |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         args.scale,
         args.runs,
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        machine_cores(),
         args.bees,
         args.budget_mib,
         args.profile,
@@ -750,8 +753,8 @@ fn report(
         "suite": args.suite,
         "scale": args.scale,
         "runs": args.runs,
-        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "threads": cores,
+        "cores": machine_cores(),
+        "threads": threads,
         "bees": args.bees,
         "budget_mib": args.budget_mib,
         "profile": args.profile,
