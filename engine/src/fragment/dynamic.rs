@@ -508,8 +508,7 @@ mod tests {
         let sql = "SELECT count(*) AS n, sum(s.total) AS total FROM keys k \
                    JOIN (SELECT id, sum(amount) AS total FROM sales GROUP BY id) s ON k.id = s.id";
         let (with, without, filters) = with_and_without(sql, keys).await;
-        assert_eq!(filters.len(), 1, "one scan holds a dynamic filter");
-        (with, without, dropped(&filters[0]))
+        (with, without, dropped(only(&filters)))
     }
 
     /// The answer to `sql` over `sales` (ids 0..ROWS) and `keys` (the given ids), with and
@@ -612,7 +611,7 @@ mod tests {
         let (with, without, filters) = with_and_without(sql, keys.clone()).await;
         assert_eq!(with, without);
         assert!(with.contains("| 10 | 225035.0 |"), "{with}");
-        assert_eq!(dropped(&filters[0]), 7);
+        assert_eq!(dropped(only(&filters)), 7);
         // A top-k above pushes its filter into the same scan: both run there whole, the
         // one that keeps fewest rows first.
         let sql = "SELECT s.id FROM keys k JOIN sales s ON k.id = s.id ORDER BY s.id LIMIT 2";
