@@ -30,10 +30,10 @@ mod udf;
 pub use cells::{ByteSource, CellId};
 pub use error::EngineError;
 pub use fragment::{
-    CellRef, FragmentSink, FragmentSummary, FragmentTask, JoinColumn, KeyColumn, KeyRange, KeyScan,
-    MergeKind, PlanningScan, RowSlice, SplitScan, Splitting, Stage, TableCells, default_namespace,
-    equi_join_columns, execute_fragment, merge_kind, merge_kind_and_groups, plan_sorting_last,
-    split_optimizer_rules,
+    BelowJoins, CellRef, FragmentSink, FragmentSummary, FragmentTask, JoinColumn, KeyColumn,
+    KeyRange, KeyScan, MergeKind, PlanningScan, RowSlice, SplitScan, Splitting, Stage, TableCells,
+    default_namespace, equi_join_columns, execute_fragment, merge_kind, merge_kind_and_groups,
+    plan_sorting_last, split_optimizer_rules,
 };
 pub use ipc::{IpcChunker, decode_ipc_chunks, decode_schema, encode_schema};
 pub use pool::PeakMemoryPool;

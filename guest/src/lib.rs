@@ -166,9 +166,8 @@ fn from_wit(task: Task) -> Result<FragmentTask, EngineError> {
                 low: range.low,
                 high: range.high,
             }),
-            types::Stage::Merge(merge) => Stage::Merge {
-                inputs: merge.inputs.into_iter().map(cell).collect(),
-                split: merge.split,
+            types::Stage::Merge(inputs) => Stage::Merge {
+                inputs: inputs.into_iter().map(cell).collect(),
             },
         },
     })

@@ -218,6 +218,9 @@ enum Plan {
         /// The cut is an aggregation under a join: the merge reads the other frames, and
         /// the statement runs on this node's bees.
         below_joins: bool,
+        /// Under such a cut, every fragment keeps only the rows of the groups the join
+        /// above can match.
+        reduced: bool,
     },
     /// One fragment per range of a key the statement's joins compare: each reads the rows
     /// of that range from every scan of the keyed frames, and the other frames whole. Then
@@ -843,10 +846,7 @@ impl QuerySession {
             cells: None,
         };
         let merge = Fragment {
-            stage: Stage::Merge {
-                inputs,
-                split: None,
-            },
+            stage: Stage::Merge { inputs },
             label: "the merge".into(),
             ..self
                 .fragment(sql, tables, Arc::new(partials))
@@ -898,6 +898,7 @@ impl QuerySession {
                 groups,
                 max_group_bytes,
                 below_joins,
+                reduced,
                 ..
             } => {
                 let cells = groups
@@ -915,9 +916,14 @@ impl QuerySession {
                 let split = match prepared.tables.as_slice() {
                     [_] => String::new(),
                     tables if *below_joins => format!(
-                        " of {} (each aggregates its part; the merge joins the aggregates to \
+                        " of {} (each aggregates its part{}; the merge joins the aggregates to \
                          the other frames, which it reads itself)",
-                        tables[*table].name
+                        tables[*table].name,
+                        if *reduced {
+                            ", only the groups the join above can match"
+                        } else {
+                            ""
+                        }
                     ),
                     tables => format!(
                         " of {} (every fragment reads the other frames whole)",
@@ -1246,21 +1252,26 @@ impl QuerySession {
             return Plan::Whole("its plan reads no cells");
         }
         let mut below_joins = false;
+        let mut reduced = false;
         let kind = match reads.as_slice() {
             [read] => {
                 let is_split_scan = |node: &dyn ExecutionPlan| {
                     std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(&read.exec))
                 };
                 match merge_kind_and_groups(physical, Splitting::Cells(&is_split_scan)) {
-                    Some((_, Some(groups))) if !few_groups(&groups, read, &metas[index]) => {
+                    Some((_, Some(cut)))
+                        if !cut.reduced && !few_groups(&cut.groups, read, &metas[index]) =>
+                    {
                         below_joins = true;
                         Err(
-                            "its plan can be cut only at an aggregation under a join, and the \
-                             cells' statistics do not bound its groups well below its rows",
+                            "its plan can be cut only at an aggregation under a join, the \
+                             cells' statistics do not bound its groups well below its rows, \
+                             and no filtered join above keeps only some of them",
                         )
                     }
-                    Some((kind, groups)) => {
-                        below_joins = groups.is_some();
+                    Some((kind, cut)) => {
+                        below_joins = cut.is_some();
+                        reduced = cut.is_some_and(|cut| cut.reduced);
                         Ok(kind)
                     }
                     None => Err(if tables.len() == 1 {
@@ -1355,6 +1366,7 @@ impl QuerySession {
             table: index,
             groups,
             below_joins,
+            reduced,
         }
     }
 
@@ -1862,7 +1874,9 @@ fn is_integer_key(key: &BTreeSet<(usize, String)>, tables: &[TableCells]) -> boo
 /// the groups to at most one per this many rows of the split frame does the split gain:
 /// TPC-H Q15 sums lineitem by supplier (at most 10,000 groups in 6 million rows at SF 1)
 /// and gains; Q20 sums it by part and supplier, and its merge of 900,000 partial groups
-/// took longer than the whole statement.
+/// took longer than the whole statement (it splits now because the join above matches the
+/// sums to a filtered frame, so every fragment keeps only those groups: see
+/// `apiary_engine::BelowJoins::reduced`).
 const ROWS_PER_GROUP: u64 = 64;
 
 /// Whether the grouping columns `groups` of an aggregation under a join, all plain integer

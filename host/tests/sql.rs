@@ -575,15 +575,40 @@ fn scalar_subqueries_over_the_largest_frame_run_first_and_the_rest_splits() {
                 "{explain}"
             );
         }
-        // TPC-H Q20 sums lineitem by part and supplier under its joins: the cells'
-        // statistics allow about as many groups as rows, so it runs whole.
+        // TPC-H Q20 sums lineitem by part and supplier under its joins. The cells'
+        // statistics allow about as many groups as rows, but the join above matches the
+        // sums to partsupp's rows of the parts it filters: every fragment keeps only the
+        // groups of those.
         let q20 = tpch_query("q20");
         let output = session.sql(q20).await.expect("q20");
         assert_eq!(pretty(&output.batches), native_tpch(q20).await);
+        assert_eq!(output.fragments.len(), cores.min(2));
+        if cores > 1 {
+            let explain = explain_plan(&mut session, q20).await;
+            assert!(
+                explain.contains(
+                    "(each aggregates its part, only the groups the join above can match; the \
+                     merge joins the aggregates to the other frames, which it reads itself)"
+                ),
+                "{explain}"
+            );
+        }
+        // Sums by day matched to all of orders: nothing bounds the groups (nor is the
+        // day a key to split by), so it runs whole.
+        let unfiltered = "SELECT count(*) AS n FROM orders JOIN \
+                          (SELECT l_shipdate, sum(l_quantity) AS q FROM lineitem \
+                           GROUP BY l_shipdate) t ON o_orderdate = l_shipdate \
+                          WHERE o_totalprice > q";
+        let output = session.sql(unfiltered).await.expect("unfiltered");
+        assert_eq!(pretty(&output.batches), native_tpch(unfiltered).await);
         assert_eq!(output.fragments.len(), 1);
-        let explain = explain_plan(&mut session, q20).await;
+        let explain = explain_plan(&mut session, unfiltered).await;
         assert!(
-            explain.contains("its plan can be cut only at an aggregation under a join"),
+            explain.contains(
+                "its plan can be cut only at an aggregation under a join, the cells' statistics \
+                 do not bound its groups well below its rows, and no filtered join above keeps \
+                 only some of them"
+            ),
             "{explain}"
         );
         // No rows: null, so no row equals it.

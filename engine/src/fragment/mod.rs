@@ -50,12 +50,11 @@ mod split;
 use keys::KeyRangeTable;
 pub use keys::{KeyColumn, KeyRange};
 pub use planning::PlanningScan;
-use planning::PlanningTable;
 pub use slices::RowSlice;
 use slices::SlicedTable;
 pub use split::{
-    JoinColumn, KeyScan, MergeKind, SplitScan, Splitting, equi_join_columns, merge_kind,
-    merge_kind_and_groups, plan_sorting_last, split_optimizer_rules,
+    BelowJoins, JoinColumn, KeyScan, MergeKind, SplitScan, Splitting, equi_join_columns,
+    merge_kind, merge_kind_and_groups, plan_sorting_last, split_optimizer_rules,
 };
 use split::{Split, split};
 
@@ -149,13 +148,11 @@ pub enum Stage {
     Keyed(KeyRange),
     /// The part above the cut, over the partial results: one Arrow IPC stream per
     /// fragment, read whole through the byte source under these handles. The statement's
-    /// tables need schemas only, unless the cut is an aggregation under a join.
+    /// tables need schemas only: a cut under a join, whose merge reads other tables, is
+    /// merged by the last partial task (see [`FragmentSink::partial_done`]).
     Merge {
         /// The partial results, in fragment order.
         inputs: Vec<CellRef>,
-        /// For a cut at an aggregation under a join, the table whose cells the fragments
-        /// split; the task holds the cells of the other tables, which the merge reads.
-        split: Option<String>,
     },
 }
 
@@ -355,21 +352,7 @@ async fn attempt(
         Stage::Keyed(range) => Some(range),
         _ => None,
     };
-    let merge_split = match &task.stage {
-        Stage::Merge { split, .. } => split.as_deref(),
-        _ => None,
-    };
     for table in &task.tables {
-        if merge_split == Some(table.name.as_str()) {
-            let schema = table.schema.clone().ok_or_else(|| {
-                EngineError::Internal(format!("the split table `{}` has no schema", table.name))
-            })?;
-            ctx.register_table(
-                table_reference(&ctx, &table.name)?,
-                Arc::new(PlanningTable::new(schema)),
-            )?;
-            continue;
-        }
         let key = range.and_then(|range| Some((range.column_of(&table.name)?, range)));
         register_table(&ctx, table, key).await?;
     }
@@ -385,7 +368,11 @@ async fn attempt(
             let is_split_scan = |node: &dyn ExecutionPlan| scans_cells_of(node, &cells);
             let split = cut(&planned, Some(Splitting::Cells(&is_split_scan)))?;
             summary.merge = Some(split.kind);
-            (split.partial.clone(), Some(split))
+            let partial = match joins {
+                Joins::Hash => split.reduced_partial()?,
+                Joins::SortMergeLarge | Joins::SortMergeAll => split.partial.clone(),
+            };
+            (partial, Some(split))
         }
         Stage::Keyed(range) => {
             let keyed = keyed_cells(task, range);
@@ -397,12 +384,8 @@ async fn attempt(
             summary.merge = Some(split.kind);
             (split.partial.clone(), Some(split))
         }
-        Stage::Merge { inputs, split } => {
-            let is_split_scan = |node: &dyn ExecutionPlan| node.is::<PlanningScan>();
-            let splitting = split
-                .as_ref()
-                .map(|_| Splitting::Cells(&is_split_scan as SplitScan<'_>));
-            let split = cut(&planned, splitting)?;
+        Stage::Merge { inputs } => {
+            let split = cut(&planned, None)?;
             (merge_plan(&split, source.as_ref(), inputs)?, None)
         }
     };

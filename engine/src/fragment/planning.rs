@@ -8,13 +8,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::{
@@ -78,44 +74,5 @@ impl ExecutionPlan for PlanningScan {
         Err(DataFusionError::Internal(
             "a planning scan is never run: fragments read cells".into(),
         ))
-    }
-}
-
-/// A frame whose every scan is a [`PlanningScan`]: the split frame of a merge that reads
-/// other frames itself, so that the merge finds its cut where the fragments found theirs
-/// (the scans under it never run, since the partial results take their place).
-#[derive(Debug)]
-pub(crate) struct PlanningTable {
-    schema: SchemaRef,
-}
-
-impl PlanningTable {
-    pub(crate) fn new(schema: SchemaRef) -> Self {
-        Self { schema }
-    }
-}
-
-#[async_trait]
-impl TableProvider for PlanningTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => self.schema.clone(),
-        };
-        Ok(Arc::new(PlanningScan::new(schema)))
     }
 }

@@ -29,6 +29,12 @@
 //! split scan, whose input distributes. Every fragment runs its partial aggregation; the
 //! merge finishes it and runs everything above it, joins included, reading the frames they
 //! join itself. The host decides whether the groups are few enough for that to pay.
+//! Where the first join above that aggregation drops the groups it cannot match (an inner
+//! or semi join on grouping columns) and what it matches them against is filtered, every
+//! fragment keeps only the rows whose groups it can match first: a semi join of the
+//! aggregation's input with the join's other side, on those keys (TPC-H Q20 sums lineitem
+//! only for the parts and suppliers its filtered partsupp holds). The partial results
+//! then hold those groups alone.
 //!
 //! Anything else (a join that needs all of the split frame's rows at once, such as a full
 //! outer join or the inner side of a semi join, the split frame read twice, unions, window
@@ -59,11 +65,13 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::execution_plan::{
+    ChildrenPropertiesMode, ReplaceChildrenOptions, reset_plan_states,
+};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::utils::build_join_schema;
 use datafusion::physical_plan::joins::{
-    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec,
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PartitionMode, SortMergeJoinExec,
 };
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -131,6 +139,33 @@ pub(crate) struct Split {
     /// frames it reads itself), the aggregation's grouping columns, each traced to the scan
     /// column it is (`None`: computed).
     below_joins: Option<Vec<Option<JoinColumn>>>,
+    /// For such a cut, the semi join that keeps only the rows of the groups the join above
+    /// can match, when there is one.
+    reduction: Option<Reduction>,
+}
+
+/// A cut at an aggregation under a join, as the host weighs it.
+#[derive(Debug, Clone)]
+pub struct BelowJoins {
+    /// The aggregation's grouping columns, each traced to the scan column it is (`None`: a
+    /// computed one).
+    pub groups: Vec<Option<JoinColumn>>,
+    /// Every fragment keeps only the rows of the groups the first join above the
+    /// aggregation can match, whose other side is filtered: the partial results hold the
+    /// groups that join keeps, however many groups the aggregation's input has.
+    pub reduced: bool,
+}
+
+/// The semi join under a partial aggregation that keeps the rows of the groups the join
+/// above the cut can match: the join's other side builds, the aggregation's input probes.
+#[derive(Debug, Clone)]
+struct Reduction {
+    /// The join's other side, which the fragment runs too.
+    other: Arc<dyn ExecutionPlan>,
+    /// Pairs of keys: over the other side's rows, and over the aggregation's input (a
+    /// grouping expression).
+    on: Vec<(Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>)>,
+    null_equality: NullEquality,
 }
 
 /// What sits at the cut in the merge plan, over the partial results.
@@ -144,6 +179,41 @@ enum MergeNode {
 }
 
 impl Split {
+    /// What every fragment runs over its cells when its hash joins fit: the partial plan,
+    /// under a reduction when the cut has one. (A fragment that falls back to sort-merge
+    /// joins runs [`Split::partial`], which builds no hash table more.)
+    pub fn reduced_partial(&self) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(reduction) = &self.reduction else {
+            return Ok(self.partial.clone());
+        };
+        let agg = self
+            .partial
+            .as_ref()
+            .downcast_ref::<AggregateExec>()
+            .ok_or_else(|| internal("a reduced cut is not an aggregation"))?;
+        // The other side runs afresh here: the merge runs it again, above the cut.
+        let other = reset_plan_states(reduction.other.clone())?;
+        let semi = HashJoinExec::try_new(
+            other,
+            agg.input().clone(),
+            reduction.on.clone(),
+            None,
+            &JoinType::RightSemi,
+            None,
+            PartitionMode::CollectLeft,
+            reduction.null_equality,
+            false,
+        )?;
+        Ok(Arc::new(AggregateExec::try_new(
+            AggregateMode::Partial,
+            agg.group_expr().clone(),
+            agg.aggr_expr().to_vec(),
+            agg.filter_expr().to_vec(),
+            Arc::new(semi),
+            agg.input_schema(),
+        )?))
+    }
+
     /// The merge plan over `input`, an operator producing the partial results (in the
     /// schema of [`Split::partial`]).
     pub fn merge(&self, input: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
@@ -180,16 +250,18 @@ pub fn merge_kind(plan: &Arc<dyn ExecutionPlan>, splitting: Splitting<'_>) -> Op
 }
 
 /// [`merge_kind`], and when the cut is an aggregation under a join (so that the merge reads
-/// the frames joined above the cut), the aggregation's grouping columns, each traced to the
-/// scan column it is (`None`: a computed one).
+/// the frames joined above the cut), how that cut is made.
 pub fn merge_kind_and_groups(
     plan: &Arc<dyn ExecutionPlan>,
     splitting: Splitting<'_>,
-) -> Option<(MergeKind, Option<Vec<Option<JoinColumn>>>)> {
-    split(plan, Some(splitting))
-        .ok()
-        .flatten()
-        .map(|s| (s.kind, s.below_joins))
+) -> Option<(MergeKind, Option<BelowJoins>)> {
+    split(plan, Some(splitting)).ok().flatten().map(|s| {
+        let below_joins = s.below_joins.map(|groups| BelowJoins {
+            groups,
+            reduced: s.reduction.is_some(),
+        });
+        (s.kind, below_joins)
+    })
 }
 
 /// The physical optimizer rules for plans that may be split: DataFusion's defaults without
@@ -299,6 +371,7 @@ fn split_chain(
             ancestors: Vec::new(),
             merge_node: MergeNode::Nothing,
             below_joins: None,
+            reduction: None,
         }));
     };
     let node = &path[cut];
@@ -311,6 +384,7 @@ fn split_chain(
                 ancestors,
                 merge_node: MergeNode::Nothing,
                 below_joins: None,
+                reduction: None,
             }),
             AggregateMode::Single | AggregateMode::SinglePartitioned => {
                 let partial = partial_of(agg)?;
@@ -323,6 +397,7 @@ fn split_chain(
                     ancestors,
                     merge_node: MergeNode::Final(node.clone()),
                     below_joins: None,
+                    reduction: None,
                 })
             }
             _ => None,
@@ -336,6 +411,7 @@ fn split_chain(
                 ancestors,
                 merge_node: MergeNode::Again(node.clone()),
                 below_joins: None,
+                reduction: None,
             }));
         }
         // A full sort splits only by key ranges, which come from joins whose work then
@@ -350,6 +426,7 @@ fn split_chain(
                 ancestors,
                 merge_node: MergeNode::Again(node.clone()),
                 below_joins: None,
+                reduction: None,
             }));
         }
     }
@@ -393,18 +470,96 @@ fn split_below_joins(
                 .iter()
                 .map(|(expr, _)| origin(agg.input(), column_index(expr)?))
                 .collect();
+            let reduction = reduction(&ancestors, agg);
             return Ok(Some(Split {
                 kind: MergeKind::FinalAggregate,
                 partial: Arc::new(partial),
                 ancestors,
                 merge_node: MergeNode::Final(node.clone()),
                 below_joins: Some(groups),
+                reduction,
             }));
         }
         let next = children[*input].clone();
         ancestors.push((node.clone(), *input));
         node = next;
     }
+}
+
+/// The semi join that keeps, under the aggregation `agg` cut below joins (`ancestors`
+/// from the root down to it, each with the input the path takes), only the rows of the
+/// groups the first join above it can match. Up to that join the path must pass grouping
+/// columns on unchanged (projections, filters); the join must drop the rows of its side
+/// that match nothing (an inner join, either side of a semi join, the side an outer or
+/// anti join does not keep), compare some grouping columns for equality, and match them
+/// against a filtered input, so that the reduction keeps few groups. `None` otherwise.
+fn reduction(
+    ancestors: &[(Arc<dyn ExecutionPlan>, usize)],
+    agg: &AggregateExec,
+) -> Option<Reduction> {
+    let group_exprs = agg.group_expr().expr();
+    // Which grouping expression each output column of the node below is.
+    let mut groups: Vec<Option<usize>> = (0..agg.schema().fields().len())
+        .map(|i| (i < group_exprs.len()).then_some(i))
+        .collect();
+    for (node, side) in ancestors.iter().rev() {
+        let children = node.children();
+        if children.len() == 1 {
+            if !is_row_local(node.as_ref()) {
+                return None;
+            }
+            groups = (0..node.schema().fields().len())
+                .map(|i| {
+                    let (_, column) = input_column(node.as_ref(), i)?;
+                    *groups.get(column)?
+                })
+                .collect();
+            continue;
+        }
+        let join = node.as_ref().downcast_ref::<HashJoinExec>()?;
+        if join.fetch().is_some() || !drops_unmatched(*join.join_type(), *side) {
+            return None;
+        }
+        let other = children.get(1 - side)?;
+        if !has_filter(other) {
+            return None;
+        }
+        let on: Vec<_> = join
+            .on()
+            .iter()
+            .filter_map(|(left, right)| {
+                let (mine, theirs) = if *side == 0 {
+                    (left, right)
+                } else {
+                    (right, left)
+                };
+                let group = (*groups.get(column_index(mine)?)?)?;
+                Some((theirs.clone(), group_exprs[group].0.clone()))
+            })
+            .collect();
+        return (!on.is_empty()).then(|| Reduction {
+            other: (*other).clone(),
+            on,
+            null_equality: join.null_equality(),
+        });
+    }
+    None
+}
+
+/// Whether a join of `join_type` drops the rows of its input `side` (0 left, 1 right)
+/// that match no row of the other.
+fn drops_unmatched(join_type: JoinType, side: usize) -> bool {
+    match join_type {
+        JoinType::Inner | JoinType::LeftSemi | JoinType::RightSemi => true,
+        JoinType::Left | JoinType::LeftAnti | JoinType::LeftMark => side == 1,
+        JoinType::Right | JoinType::RightAnti | JoinType::RightMark => side == 0,
+        JoinType::Full => false,
+    }
+}
+
+/// Whether some operator under `node` filters rows.
+fn has_filter(node: &Arc<dyn ExecutionPlan>) -> bool {
+    node.as_ref().is::<FilterExec>() || node.children().into_iter().any(has_filter)
 }
 
 /// Whether the rows of `node` over a part of the split scan's rows, for each part of a

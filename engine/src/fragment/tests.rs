@@ -558,22 +558,8 @@ async fn run_split(
         last = Some((partial, sink.batches));
     }
     assert!(kinds.windows(2).all(|w| w[0] == w[1]), "{kinds:?}");
-    // A merge over a cut under a join reads the other tables itself, as the host gives it.
+    // A merge over a cut under a join reads the other tables itself.
     let below_joins = cut_of(sql, others).await.is_some_and(|(_, below)| below);
-    let mut tables = vec![table_of(Vec::new())];
-    tables.extend(others.iter().map(|t| TableCells {
-        cells: if below_joins {
-            t.cells.clone()
-        } else {
-            Vec::new()
-        },
-        ..t.clone()
-    }));
-    let mut merge = task(sql, tables);
-    merge.stage = Stage::Merge {
-        inputs,
-        split: below_joins.then(|| "sales".to_owned()),
-    };
     let kind = kinds[0];
     if kind == MergeKind::Concatenate {
         // The host concatenates these itself; the merge stage must agree with it.
@@ -582,23 +568,30 @@ async fn run_split(
             Some(MergeKind::Concatenate)
         );
     }
+    let (partial, rows) = last.expect("at least one group");
+    if below_joins {
+        // A merge that reads other tables is the last partial task's, as the host runs it.
+        assert_ne!(kind, MergeKind::Concatenate, "{sql}");
+        let answer = merge_here(&partial, cells, &inputs, &rows).await?;
+        return Ok((answer, kind, sort_merge_joins));
+    }
+    // A standalone merge reads the partial results alone: its tables have schemas only.
+    let mut tables = vec![table_of(Vec::new())];
+    tables.extend(others.iter().map(|t| TableCells {
+        cells: Vec::new(),
+        ..t.clone()
+    }));
+    let mut merge = task(sql, tables);
+    merge.stage = Stage::Merge {
+        inputs: inputs.clone(),
+    };
     let answer = run(&merge, cells.clone()).await?;
     // The last partial task merging every task's results itself gives the same answer.
-    if kind != MergeKind::Concatenate
-        && let Some((partial, rows)) = &last
-    {
-        let merged = merge_here(partial, cells, &merge_inputs(&merge), rows).await?;
+    if kind != MergeKind::Concatenate {
+        let merged = merge_here(&partial, cells, &inputs, &rows).await?;
         assert_eq!(sorted_lines(&merged), sorted_lines(&answer), "{sql}");
     }
     Ok((answer, kind, sort_merge_joins))
-}
-
-/// The partial results a merge task reads.
-fn merge_inputs(merge: &FragmentTask) -> Vec<CellRef> {
-    match &merge.stage {
-        Stage::Merge { inputs, .. } => inputs.clone(),
-        _ => Vec::new(),
-    }
 }
 
 /// A table as the host plans it: a schema, and scans that remember their leaves.
@@ -667,6 +660,16 @@ async fn merge_kind_of(sql: &str, others: &[TableCells]) -> Option<MergeKind> {
 
 /// [`merge_kind_of`], and whether the cut is an aggregation under a join.
 async fn cut_of(sql: &str, others: &[TableCells]) -> Option<(MergeKind, bool)> {
+    below_joins_of(sql, others)
+        .await
+        .map(|(kind, below)| (kind, below.is_some()))
+}
+
+/// [`merge_kind_of`], and how a cut at an aggregation under a join is made.
+async fn below_joins_of(
+    sql: &str,
+    others: &[TableCells],
+) -> Option<(MergeKind, Option<crate::BelowJoins>)> {
     let ctx = planning_context();
     let sales_table = Arc::new(Planned {
         schema: sales(0, 1).schema(),
@@ -692,7 +695,6 @@ async fn cut_of(sql: &str, others: &[TableCells]) -> Option<(MergeKind, bool)> {
         std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(leaf))
     };
     merge_kind_and_groups(&plan, Splitting::Cells(&is_split_scan))
-        .map(|(kind, groups)| (kind, groups.is_some()))
 }
 
 /// The split answer equals the whole answer for each grouping of the six cells of `sales`,
@@ -971,6 +973,83 @@ async fn an_aggregation_under_a_join_is_cut_and_the_merge_reads_the_other_frames
     assert_eq!(cut_of(rollup, &others).await, None, "{rollup}");
 }
 
+/// `sales`' first 60 rows again, as a frame of one cell read whole.
+fn twins(cells: &MemCells) -> TableCells {
+    TableCells {
+        name: "twins".into(),
+        cells: vec![cells.add(600, &sales(0, 60))],
+        schema: Some(sales(0, 1).schema()),
+    }
+}
+
+/// The rows a partial task over all of `sales` emits for `sql`, with `others` whole.
+async fn partial_rows(
+    sql: &str,
+    cells: &Arc<MemCells>,
+    refs: &[CellRef],
+    others: &[TableCells],
+) -> u64 {
+    let mut tables = vec![table_of(refs.to_vec())];
+    tables.extend(others.iter().cloned());
+    let mut partial = task(sql, tables);
+    partial.stage = Stage::Partial {
+        split: "sales".into(),
+    };
+    let (summary, _) = run_summarised(&partial, cells.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    summary.rows
+}
+
+#[tokio::test]
+async fn an_aggregation_under_a_filtered_join_keeps_only_the_groups_it_can_match() {
+    let (cells, refs) = six_cells();
+    let others = [twins(&cells)];
+    // TPC-H Q20's shape: sums per key, joined to a filtered frame on the key and compared.
+    // The 240 sales have 240 ids; the 60 twins 20 in the north.
+    let reduced = "SELECT t.id, t.amount, s.total FROM twins t JOIN \
+                   (SELECT id, sum(amount) AS total FROM sales GROUP BY id) s \
+                   ON s.id = t.id AND t.amount > 0.5 * s.total \
+                   WHERE t.region = 'north' ORDER BY t.id";
+    // The same key looked up by a semi join: the sums only filter twins.
+    let semi = "SELECT t.id FROM twins t WHERE t.region = 'north' AND t.id IN \
+                (SELECT id FROM (SELECT id, count(*) AS n FROM sales GROUP BY id) c \
+                 WHERE n > 0) ORDER BY t.id";
+    for (sql, rows) in [(reduced, 20), (semi, 20)] {
+        let Some((kind, Some(below))) = below_joins_of(sql, &others).await else {
+            panic!("{sql}: not cut at an aggregation under a join");
+        };
+        assert_eq!(kind, MergeKind::FinalAggregate, "{sql}");
+        assert!(below.reduced, "{sql}");
+        assert_eq!(
+            partial_rows(sql, &cells, &refs, &others).await,
+            rows,
+            "{sql}"
+        );
+        assert_split_matches_with(sql, kind, &cells, &refs, &others, 64 << 20).await;
+    }
+    // Unfiltered, or the aggregation on the side a left join keeps: every group stays.
+    let unfiltered = "SELECT t.id, s.total FROM twins t JOIN \
+                      (SELECT id, sum(amount) AS total FROM sales GROUP BY id) s \
+                      ON s.id = t.id ORDER BY t.id";
+    let kept = "SELECT s.id, s.total, t.amount FROM \
+                (SELECT id, sum(amount) AS total FROM sales GROUP BY id) s LEFT JOIN \
+                (SELECT id, amount FROM twins WHERE region = 'north') t ON s.id = t.id \
+                ORDER BY s.id";
+    for sql in [unfiltered, kept] {
+        let Some((kind, Some(below))) = below_joins_of(sql, &others).await else {
+            panic!("{sql}: not cut at an aggregation under a join");
+        };
+        assert!(!below.reduced, "{sql}");
+        assert_eq!(
+            partial_rows(sql, &cells, &refs, &others).await,
+            240,
+            "{sql}"
+        );
+        assert_split_matches_with(sql, kind, &cells, &refs, &others, 64 << 20).await;
+    }
+}
+
 #[tokio::test]
 async fn an_outer_joins_null_side_splits_under_aggregates_that_ignore_its_nulls() {
     let (cells, refs) = six_cells();
@@ -1121,7 +1200,6 @@ async fn run_keyed(
     let mut merge = task(sql, empty);
     merge.stage = Stage::Merge {
         inputs: inputs.clone(),
-        split: None,
     };
     let answer = run(&merge, cells.clone()).await?;
     // The last keyed task merging every task's results itself gives the same answer.

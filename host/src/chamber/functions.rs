@@ -32,7 +32,7 @@ pub const FUNCTION_OUTPUT_CAPACITY: usize = 64 << 10;
 pub const MAX_FUNCTION_MODULES: usize = 2;
 
 /// The name under which the chamber imports user-defined functions.
-pub(super) const FUNCTIONS_IMPORT: &str = "apiary:chamber/functions@0.11.0";
+pub(super) const FUNCTIONS_IMPORT: &str = "apiary:chamber/functions@0.12.0";
 
 /// A user-defined function module, compiled and linked, ready to instantiate in a chamber.
 pub struct FunctionModule {

@@ -701,8 +701,8 @@ impl ChamberEngine {
                     low: range.low,
                     high: range.high,
                 }),
-                Stage::Merge { inputs, split } => types::Stage::Merge(types::MergeInputs {
-                    inputs: inputs
+                Stage::Merge { inputs } => types::Stage::Merge(
+                    inputs
                         .iter()
                         .map(|c| types::Cell {
                             id: c.id,
@@ -710,8 +710,7 @@ impl ChamberEngine {
                             slice: None,
                         })
                         .collect(),
-                    split: split.clone(),
-                }),
+                ),
             },
             functions: fragment
                 .functions
