@@ -181,7 +181,7 @@ enum MergeNode {
 impl Split {
     /// What every fragment runs over its cells when its hash joins fit: the partial plan,
     /// under a reduction when the cut has one. (A fragment that falls back to sort-merge
-    /// joins runs [`Split::partial`], which builds no hash table more.)
+    /// joins runs [`Split::partial`], which builds no extra hash table.)
     pub fn reduced_partial(&self) -> Result<Arc<dyn ExecutionPlan>> {
         let Some(reduction) = &self.reduction else {
             return Ok(self.partial.clone());
