@@ -65,6 +65,17 @@ const SPILL_QUOTA_PER_POOL: u64 = 8;
 /// if statistics put its build side under this fraction of the pool.
 const SMALL_BUILD_SHARE: usize = 8;
 
+/// A hash join whose build side has one integer key indexes its rows by the key directly, in
+/// an array of one `u32` per value of the key's range, when the range takes at most this
+/// fraction of the pool ([`PERFECT_HASH_MAX_SLOTS`] at most). DataFusion's default allows
+/// only ranges under 1024 values or keys dense enough; in a chamber, hashing a probe row
+/// costs about twice what it does natively, and a lookup by index costs no hashing at all.
+const PERFECT_HASH_SHARE: usize = 128;
+
+/// The largest array of a direct-index join table: 4 MiB, about what zeroing costs a
+/// millisecond.
+const PERFECT_HASH_MAX_SLOTS: usize = 1 << 20;
+
 /// The quota of a fragment that runs again with sort-merge joins: every join sorts both its
 /// inputs, and a plan of several joins sorts the fact table's rows several times.
 const SORT_MERGE_SPILL_QUOTA_PER_POOL: u64 = 32;
@@ -313,6 +324,10 @@ async fn attempt(
         usize::try_from(task.memory_pool_bytes / 8)
             .unwrap_or(usize::MAX)
             .min(10 << 20);
+    config
+        .options_mut()
+        .execution
+        .perfect_hash_join_small_build_threshold = perfect_hash_slots(task.memory_pool_bytes);
     let mut rules = if task.stage == Stage::Whole {
         joins::default_rules()
     } else {
@@ -539,6 +554,12 @@ fn read_partial(
             })
         })
         .collect()
+}
+
+/// The key ranges under which a chamber's hash joins index their build side directly.
+fn perfect_hash_slots(pool_bytes: u64) -> usize {
+    let share = usize::try_from(pool_bytes).unwrap_or(usize::MAX) / PERFECT_HASH_SHARE;
+    (share / size_of::<u32>()).clamp(1024, PERFECT_HASH_MAX_SLOTS)
 }
 
 /// Register `table` in `ctx`; with `key`, its scans keep only the rows of that key range.

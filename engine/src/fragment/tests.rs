@@ -417,6 +417,70 @@ async fn joins_too_big_for_their_pool_run_again_as_sort_merge_joins_that_spill()
     }
 }
 
+/// A cell of one `id` column holding `ids`, and `amount` = `id` / 10.
+fn ids_cell(cells: &MemCells, cell: CellId, name: &str, ids: Vec<i64>) -> TableCells {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("amount", DataType::Float64, false),
+    ]));
+    let amounts: Vec<f64> = ids.iter().map(|i| *i as f64 / 10.0).collect();
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(Float64Array::from(amounts)),
+        ],
+    )
+    .expect("batch");
+    TableCells {
+        name: name.into(),
+        cells: vec![cells.add(cell, &batch)],
+        schema: None,
+    }
+}
+
+#[tokio::test]
+async fn a_join_indexes_its_build_side_by_key_where_the_key_range_fits_its_share() {
+    let cells = Arc::new(MemCells::default());
+    // 100 keys spread over 0..=495,000 (a density of 0.0002), probed by 20,000 rows of
+    // which every 200th matches one.
+    let keys = ids_cell(&cells, 1, "dim", (0..100).map(|i| i * 5_000).collect());
+    let probes = ids_cell(&cells, 2, "fact", (0..20_000).map(|i| i * 25).collect());
+    let sql = "SELECT count(*) AS n, sum(f.amount) AS total, min(d.id) AS lo, max(d.id) AS hi \
+               FROM fact f JOIN dim d ON f.id = d.id";
+    let slots_bytes = 4 * 495_001;
+
+    // A 1 GiB pool allows a 4 MiB array (its 128th, at most 2^20 slots): the range fits.
+    let mut roomy = task(sql, vec![keys.clone(), probes.clone()]);
+    roomy.memory_pool_bytes = 1 << 30;
+    let (summary, indexed) = run_summarised(&roomy, cells.clone())
+        .await
+        .expect("an indexed join");
+    assert!(
+        summary.pool_peak_bytes >= slots_bytes,
+        "the array of the key range is reserved: {} bytes",
+        summary.pool_peak_bytes
+    );
+
+    // A 64 MiB pool allows 131,072 slots: the join hashes its 100 keys instead.
+    let mut small = task(sql, vec![keys, probes]);
+    small.memory_pool_bytes = 64 << 20;
+    let (summary, hashed) = run_summarised(&small, cells).await.expect("a hashed join");
+    assert!(
+        summary.pool_peak_bytes < slots_bytes,
+        "no array of the key range: {} bytes",
+        summary.pool_peak_bytes
+    );
+
+    // 0, 5,000, ..., 495,000: 100 matches, each amount a tenth of its key.
+    for answer in [&indexed, &hashed] {
+        assert!(
+            answer.contains("| 100 | 2475000.0 | 0  | 495000 |"),
+            "{answer}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn reading_one_column_fetches_a_fraction_of_the_cell() {
     let cells = Arc::new(MemCells::default());
