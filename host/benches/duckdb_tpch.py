@@ -3,7 +3,7 @@
 Reads a JSON list of {"name", "sql"} on stdin, runs each query `--runs` times with
 `--threads` threads over views of `<data>/<table>.parquet` for each of `--tables` (the TPC-H
 tables by default), and prints one JSON object:
-{"version", "peak_rss_bytes", "queries": [{"name", "median_ms", "rows": [[...], ...]}]}.
+{"version", "peak_rss_bytes", "queries": [{"name", "median_ms", "times_ms", "rows": [[...], ...]}]}.
 Values are printed as strings so the caller compares them the same way for every engine.
 """
 
@@ -45,6 +45,7 @@ def main() -> None:
             {
                 "name": query["name"],
                 "median_ms": statistics.median(times),
+                "times_ms": times,
                 "rows": [[None if v is None else str(v) for v in row] for row in rows],
             }
         )

@@ -4,8 +4,8 @@
 //! Run: `just bench` (SF 1, 3 runs), or
 //! `cargo bench -p apiary-host --bench tpch -- --scale 0.1 --runs 1 [--suite tpch|ssb]
 //! [--profile P] [--layout L] [--bees N] [--budget-mib M] [--queries q1,q6] [--no-duckdb]
-//! [--threads N]`. `--threads` sets DataFusion's partitions and DuckDB's threads (default:
-//! the machine's cores), to compare one bee with one core, say.
+//! [--threads N] [--rounds N]`. `--threads` sets DataFusion's partitions and DuckDB's threads
+//! (default: the machine's cores), to compare one bee with one core, say.
 //!
 //! Suites: `tpch` (22 queries) and `ssb` (the Star Schema Benchmark's 13 queries over tables
 //! derived from TPC-H's, as SSB's own generator derives them; see `ssb/mod.rs`).
@@ -19,7 +19,10 @@
 //! prune date predicates).
 //!
 //! The tables are generated as Parquet, loaded into a local lake through the normal write
-//! path, and every query runs `--runs` times per engine. Answers are compared (Apiary with
+//! path, and every query runs `--runs` times per engine. With `--rounds N` the engines take
+//! turns N times (DataFusion, Apiary, DuckDB, then again), each query's median taken over
+//! every round, so that a shared machine's drift over the run reaches all three alike; peak
+//! RSS is the first round's. Answers are compared (Apiary with
 //! DataFusion exactly; DuckDB by value, numbers to 1e-6 relative). The report gives each
 //! engine's median, the ratios Apiary/DataFusion and Apiary/DuckDB with geometric means, each
 //! engine's peak RSS, and Apiary's time split (chamber fragments, of which serving reads,
@@ -36,8 +39,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use apiary_host::swarm::node::serve;
 use apiary_host::{
-    Apiary, ChamberStats, Distribute, Lake, Liveness, Settings, TPCH_QUERIES, TPCH_TABLES,
-    WriteMode, generate_tpch, world_view,
+    Apiary, ChamberStats, Distribute, Lake, Liveness, QueryOutput, Settings, TPCH_QUERIES,
+    TPCH_TABLES, WriteMode, generate_tpch, world_view,
 };
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -53,6 +56,8 @@ const MIB: u64 = 1 << 20;
 struct Args {
     scale: f64,
     runs: usize,
+    /// Times every engine runs all the queries, in turn (each `runs` times a query).
+    rounds: usize,
     bees: usize,
     budget_mib: u64,
     suite: String,
@@ -76,6 +81,7 @@ fn args() -> anyhow::Result<Args> {
     let mut args = Args {
         scale: 1.0,
         runs: 3,
+        rounds: 1,
         bees: machine.bees,
         budget_mib: machine.budget / MIB,
         suite: "tpch".into(),
@@ -94,6 +100,7 @@ fn args() -> anyhow::Result<Args> {
         match arg.as_str() {
             "--scale" => args.scale = value()?.parse()?,
             "--runs" => args.runs = value()?.parse()?,
+            "--rounds" => args.rounds = value()?.parse()?,
             "--bees" => bees = Some(value()?.parse()?),
             "--budget-mib" => budget = Some(value()?.parse()?),
             "--suite" => args.suite = value()?,
@@ -107,7 +114,7 @@ fn args() -> anyhow::Result<Args> {
             "--threads" => args.threads = Some(value()?.parse()?),
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; expected --scale F --runs N --suite tpch|ssb --bees N \
+                "unknown argument {other}; expected --scale F --runs N --rounds N --suite tpch|ssb --bees N \
                  --budget-mib M --profile all-bees|one-bee|pi-1g|two-nodes --layout plain|by-date \
                  --queries q1,q6 --out DIR --no-duckdb --threads N"
             ),
@@ -143,8 +150,8 @@ fn args() -> anyhow::Result<Args> {
     if let Some(budget) = budget {
         args.budget_mib = budget;
     }
-    if args.runs == 0 || args.bees == 0 || args.threads == Some(0) {
-        bail!("--runs, --bees and --threads must be at least 1");
+    if args.runs == 0 || args.rounds == 0 || args.bees == 0 || args.threads == Some(0) {
+        bail!("--runs, --rounds, --bees and --threads must be at least 1");
     }
     Ok(args)
 }
@@ -323,32 +330,178 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(load_lake(&lake_dir, &data, &tables, &args.layout))?;
     let uri = lake_dir.display().to_string();
 
-    // Native DataFusion, all cores.
-    println!("native DataFusion, {threads} partitions");
-    reset_peak_rss();
-    let native_ctx =
-        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(threads));
-    rt.block_on(register_files(&native_ctx, &data, &tables))?;
-    let mut native = Vec::new();
-    for (_, sql) in &queries {
-        let mut times = Vec::new();
-        let mut answer = Vec::new();
-        for _ in 0..args.runs {
-            let started = Instant::now();
-            answer = rt.block_on(async { native_ctx.sql(sql).await?.collect().await })?;
-            times.push(started.elapsed());
-        }
-        native.push((median(times), answer));
-    }
-    let native_rss = peak_rss();
-    drop(native_ctx);
-
-    // Apiary: one node (or a client of two nodes) over the lake.
-    println!(
-        "Apiary, {} bees x {} MiB ({}, {} layout)",
-        args.bees, args.budget_mib, args.profile, args.layout
-    );
+    // Each round runs every engine in turn, so that the machine's drift over a run (these
+    // machines are shared) reaches all three alike; each query's median is over all rounds.
+    let n = queries.len();
+    let mut native_times = vec![Vec::new(); n];
+    let mut native_answers = vec![Vec::new(); n];
+    let mut apiary_times = vec![Vec::new(); n];
+    let mut apiary_last: Vec<Option<QueryOutput>> = (0..n).map(|_| None).collect();
+    let mut apiary_errors: Vec<Option<String>> = vec![None; n];
+    let mut duck_times = vec![Vec::new(); n];
+    let mut duck_answers = vec![Vec::new(); n];
+    let (mut native_rss, mut apiary_rss) = (0, 0);
+    let (mut duckdb_version, mut duckdb_rss) = (None, None);
+    let mut duckdb = args.duckdb;
+    let mut swarm = None;
     let nodes = tempfile::tempdir()?;
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            println!("round {round} of {}", args.rounds);
+        }
+        // Native DataFusion, all cores.
+        println!("native DataFusion, {threads} partitions");
+        reset_peak_rss();
+        let native_ctx =
+            SessionContext::new_with_config(SessionConfig::new().with_target_partitions(threads));
+        rt.block_on(register_files(&native_ctx, &data, &tables))?;
+        for (i, (_, sql)) in queries.iter().enumerate() {
+            for _ in 0..args.runs {
+                let started = Instant::now();
+                native_answers[i] =
+                    rt.block_on(async { native_ctx.sql(sql).await?.collect().await })?;
+                native_times[i].push(started.elapsed());
+            }
+        }
+        // Peak RSS from the first round, where each engine runs before the next starts.
+        if round == 1 {
+            native_rss = peak_rss();
+        }
+        drop(native_ctx);
+
+        // Apiary: one node (or a client of two nodes) over the lake.
+        println!(
+            "Apiary, {} bees x {} MiB ({}, {} layout)",
+            args.bees, args.budget_mib, args.profile, args.layout
+        );
+        if swarm.is_none() {
+            swarm = Some(open_apiary(&rt, &args, &uri, nodes.path())?);
+        }
+        let (apiary, _) = swarm.as_ref().context("Apiary is open")?;
+        reset_peak_rss();
+        for (i, (name, sql)) in queries.iter().enumerate() {
+            if apiary_errors[i].is_some() {
+                continue;
+            }
+            for _ in 0..args.runs {
+                let started = Instant::now();
+                match rt.block_on(apiary.query(sql)) {
+                    Ok(output) => {
+                        apiary_times[i].push(started.elapsed());
+                        apiary_last[i] = Some(output);
+                    }
+                    Err(e) => {
+                        apiary_errors[i] = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            println!(
+                "  {name}: native {:.0} ms, Apiary {} ({} fragments){}",
+                ms(*native_times[i].last().context("a native run")?),
+                apiary_times[i]
+                    .last()
+                    .map_or("-".to_owned(), |t| format!("{:.0} ms", ms(*t))),
+                apiary_last[i].as_ref().map_or(0, |o| o.fragments.len()),
+                apiary_errors[i]
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" FAILED: {e}"))
+            );
+        }
+        // The nodes share this process: their chambers are in the peak too.
+        if round == 1 {
+            apiary_rss = peak_rss();
+        }
+
+        // DuckDB in its own process, same files, same threads.
+        if duckdb {
+            match run_duckdb(&data, &tables, threads, args.runs, &queries) {
+                Ok((version, rss, answers)) => {
+                    duckdb_version = Some(version);
+                    duckdb_rss = duckdb_rss.or(Some(rss));
+                    for (i, (times, answer)) in answers.into_iter().enumerate() {
+                        duck_times[i].extend(times);
+                        duck_answers[i] = answer;
+                    }
+                }
+                Err(e) => {
+                    println!("DuckDB skipped: {e:#} (pip install duckdb)");
+                    duckdb = false;
+                }
+            }
+        }
+    }
+    if let Some((_, (stops, serving))) = swarm {
+        for stop in stops {
+            let _ = stop.send(());
+        }
+        for node in serving {
+            rt.block_on(node)??;
+        }
+    }
+
+    let mut results = Vec::new();
+    for (i, (name, _)) in queries.iter().enumerate() {
+        let mut result = QueryResult {
+            name,
+            native: median(native_times[i].clone()),
+            apiary: Duration::ZERO,
+            duckdb: (duckdb_version.is_some() && !duck_times[i].is_empty())
+                .then(|| median(duck_times[i].clone())),
+            fragments: 0,
+            fragment_ms: 0.0,
+            planning_ms: 0.0,
+            read_ms: 0.0,
+            merge_ms: 0.0,
+            bytes_read: 0,
+            matches_native: false,
+            matches_duckdb: None,
+            apiary_error: apiary_errors[i].clone(),
+        };
+        if result.duckdb.is_some() {
+            result.matches_duckdb = Some(same_values(&rows(&native_answers[i])?, &duck_answers[i]));
+        }
+        if let (Some(output), None) = (&apiary_last[i], &result.apiary_error) {
+            let sum = |of: fn(&ChamberStats) -> Duration| -> f64 {
+                output.fragments.iter().map(|f| ms(of(&f.stats))).sum()
+            };
+            result.apiary = median(apiary_times[i].clone());
+            result.matches_native = pretty_format_batches(&output.batches)?.to_string()
+                == pretty_format_batches(&native_answers[i])?.to_string();
+            result.fragments = output.fragments.len();
+            result.fragment_ms = sum(|s| s.elapsed);
+            result.planning_ms = sum(|s| s.planning);
+            result.read_ms = sum(|s| s.read_time);
+            result.merge_ms = output.merge.as_ref().map_or(0.0, |m| ms(m.elapsed));
+            result.bytes_read = output.fragments.iter().map(|f| f.stats.bytes_read).sum();
+        }
+        results.push(result);
+    }
+
+    report(
+        &args,
+        title,
+        threads,
+        &results,
+        [Some(native_rss), Some(apiary_rss), duckdb_rss],
+        duckdb_version,
+    )
+}
+
+/// A node waiting for its stop signal, and its task.
+type Serving = (
+    Vec<tokio::sync::oneshot::Sender<()>>,
+    Vec<tokio::task::JoinHandle<apiary_host::Result<()>>>,
+);
+
+/// Apiary over the lake at `uri` as `args.profile` has it: one node, or a client of two
+/// nodes serving the lake from this process, with their stop signals and tasks.
+fn open_apiary(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    uri: &str,
+    nodes: &Path,
+) -> anyhow::Result<(Apiary, Serving)> {
     let node_settings = |name: &str, distribute: Distribute| {
         let mut settings = Settings::for_machine()
             .with_bees(args.bees)
@@ -356,7 +509,7 @@ fn main() -> anyhow::Result<()> {
         settings.deadline = Duration::from_secs(1800);
         settings.distribute = distribute;
         settings.heartbeat = Duration::from_secs(1);
-        settings.cell_cache_dir = nodes.path().join(name).join("cells");
+        settings.cell_cache_dir = nodes.join(name).join("cells");
         // One node reads the local lake in place (the default); two nodes each keep a cell
         // cache, as nodes of a swarm over S3 would.
         if args.profile == "two-nodes" {
@@ -367,7 +520,7 @@ fn main() -> anyhow::Result<()> {
     let two_nodes = args.profile == "two-nodes";
     let apiary = rt
         .block_on(Apiary::open(
-            &uri,
+            uri,
             node_settings(
                 "coordinator",
                 if two_nodes {
@@ -385,7 +538,7 @@ fn main() -> anyhow::Result<()> {
     if two_nodes {
         for name in ["node-a", "node-b"] {
             let node = rt
-                .block_on(Apiary::open(&uri, node_settings(name, Distribute::Never)))?
+                .block_on(Apiary::open(uri, node_settings(name, Distribute::Never)))?
                 .with_node(name);
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             stops.push(stop);
@@ -421,102 +574,7 @@ fn main() -> anyhow::Result<()> {
     }
     // The first chambers page in the compiled guest; measure the queries, not that.
     rt.block_on(apiary.sql("SELECT 1"))?;
-    reset_peak_rss();
-    let mut results = Vec::new();
-    for ((name, sql), (native_time, native_answer)) in queries.iter().zip(&native) {
-        let mut times = Vec::new();
-        let mut last = None;
-        let mut error = None;
-        for _ in 0..args.runs {
-            let started = Instant::now();
-            match rt.block_on(apiary.query(sql)) {
-                Ok(output) => {
-                    times.push(started.elapsed());
-                    last = Some(output);
-                }
-                Err(e) => {
-                    error = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        let mut result = QueryResult {
-            name,
-            native: *native_time,
-            apiary: Duration::ZERO,
-            duckdb: None,
-            fragments: 0,
-            fragment_ms: 0.0,
-            planning_ms: 0.0,
-            read_ms: 0.0,
-            merge_ms: 0.0,
-            bytes_read: 0,
-            matches_native: false,
-            matches_duckdb: None,
-            apiary_error: error,
-        };
-        if let (Some(output), None) = (&last, &result.apiary_error) {
-            let sum = |of: fn(&ChamberStats) -> Duration| -> f64 {
-                output.fragments.iter().map(|f| ms(of(&f.stats))).sum()
-            };
-            result.apiary = median(times);
-            result.matches_native = pretty_format_batches(&output.batches)?.to_string()
-                == pretty_format_batches(native_answer)?.to_string();
-            result.fragments = output.fragments.len();
-            result.fragment_ms = sum(|s| s.elapsed);
-            result.planning_ms = sum(|s| s.planning);
-            result.read_ms = sum(|s| s.read_time);
-            result.merge_ms = output.merge.as_ref().map_or(0.0, |m| ms(m.elapsed));
-            result.bytes_read = output.fragments.iter().map(|f| f.stats.bytes_read).sum();
-        }
-        println!(
-            "  {name}: native {:.0} ms, Apiary {:.0} ms ({} fragments){}",
-            ms(*native_time),
-            ms(result.apiary),
-            result.fragments,
-            result
-                .apiary_error
-                .as_ref()
-                .map_or(String::new(), |e| format!(" FAILED: {e}"))
-        );
-        results.push(result);
-    }
-    // The nodes share this process: their chambers are in the peak too.
-    let apiary_rss = peak_rss();
-    for stop in stops {
-        let _ = stop.send(());
-    }
-    for node in serving {
-        rt.block_on(node)??;
-    }
-
-    // DuckDB in its own process, same files, same threads.
-    let mut duckdb_version = None;
-    let mut duckdb_rss = None;
-    if args.duckdb {
-        match run_duckdb(&data, &tables, threads, args.runs, &queries) {
-            Ok((version, rss, answers)) => {
-                duckdb_version = Some(version);
-                duckdb_rss = Some(rss);
-                for (result, ((_, native_answer), (time, answer))) in
-                    results.iter_mut().zip(native.iter().zip(answers))
-                {
-                    result.duckdb = Some(time);
-                    result.matches_duckdb = Some(same_values(&rows(native_answer)?, &answer));
-                }
-            }
-            Err(e) => println!("DuckDB skipped: {e:#} (pip install duckdb)"),
-        }
-    }
-
-    report(
-        &args,
-        title,
-        threads,
-        &results,
-        [Some(native_rss), Some(apiary_rss), duckdb_rss],
-        duckdb_version,
-    )
+    Ok((apiary, (stops, serving)))
 }
 
 /// Register `<data>/<table>.parquet` as `table` in `ctx`, for each of `tables`.
@@ -588,7 +646,8 @@ async fn load_lake(dir: &Path, data: &Path, tables: &[&str], layout: &str) -> an
     Ok(())
 }
 
-type DuckAnswers = Vec<(Duration, Vec<Vec<Option<String>>>)>;
+/// Each query's times and answer.
+type DuckAnswers = Vec<(Vec<Duration>, Vec<Vec<Option<String>>>)>;
 
 fn run_duckdb(
     data: &Path,
@@ -637,7 +696,16 @@ fn run_duckdb(
         .context("queries")?
         .iter()
         .map(|q| {
-            let time = Duration::from_secs_f64(q["median_ms"].as_f64().unwrap_or(0.0) / 1e3);
+            let times = q["times_ms"]
+                .as_array()
+                .map(|times| {
+                    times
+                        .iter()
+                        .filter_map(serde_json::Value::as_f64)
+                        .map(|t| Duration::from_secs_f64(t / 1e3))
+                        .collect()
+                })
+                .unwrap_or_default();
             let rows = q["rows"]
                 .as_array()
                 .map(|rows| {
@@ -650,7 +718,7 @@ fn run_duckdb(
                         .collect()
                 })
                 .unwrap_or_default();
-            (time, rows)
+            (times, rows)
         })
         .collect();
     Ok((
@@ -681,12 +749,15 @@ fn report(
         .filter_map(|r| r.duckdb.map(|d| r.apiary.as_secs_f64() / d.as_secs_f64()))
         .collect();
     let mut md = format!(
-        "{title} SF {}, {} runs per query (medians), {} cores; Apiary: {} bees x {} MiB ({}, {} layout); \
+        "{title} SF {}, {} per query (medians), {} cores; Apiary: {} bees x {} MiB ({}, {} layout); \
          DataFusion 55 with {threads} partitions; DuckDB {} with {threads} threads.\n\n\
          | query | DataFusion ms | Apiary ms | DuckDB ms | Apiary/DataFusion | Apiary/DuckDB | fragments | chamber ms | of which planning ms | of which reads ms | merge ms | MiB read | same answer |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         args.scale,
-        args.runs,
+        match args.rounds {
+            1 => format!("{} runs", args.runs),
+            rounds => format!("{rounds} rounds of {} runs", args.runs),
+        },
         machine_cores(),
         args.bees,
         args.budget_mib,
@@ -753,6 +824,7 @@ fn report(
         "suite": args.suite,
         "scale": args.scale,
         "runs": args.runs,
+        "rounds": args.rounds,
         "cores": machine_cores(),
         "threads": threads,
         "bees": args.bees,
