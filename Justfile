@@ -93,7 +93,7 @@ bench-lake:
 # TPC-H side by side: Apiary, native DataFusion and DuckDB over the same Parquet files (SF 1, all 22 queries).
 bench-tpch *ARGS: build-guest
     python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet duckdb==2.0.1
-    cargo bench --locked -p apiary-host --bench tpch -- --scale 1 --runs 3 {{ARGS}}
+    cargo bench --locked -p apiary-host --bench tpch -- --scale 1 --runs 2 --rounds 3 {{ARGS}}
 
 # SSB side by side, the same way (SF 1, 13 queries, tables derived from TPC-H's).
 bench-ssb *ARGS: (bench-tpch "--suite ssb" ARGS)

@@ -1,7 +1,7 @@
 //! TPC-H (or SSB) side by side: Apiary (every fragment in a chamber), native DataFusion (same
 //! version, all cores) and DuckDB (from PyPI, same Parquet files, same threads), in one run.
 //!
-//! Run: `just bench` (SF 1, 3 runs), or
+//! Run: `just bench` (SF 1, 3 rounds of 2 runs), or
 //! `cargo bench -p apiary-host --bench tpch -- --scale 0.1 --runs 1 [--suite tpch|ssb]
 //! [--profile P] [--layout L] [--bees N] [--budget-mib M] [--queries q1,q6] [--no-duckdb]
 //! [--threads N] [--rounds N]`. `--threads` sets DataFusion's partitions and DuckDB's threads
@@ -40,7 +40,7 @@ use anyhow::{Context, bail};
 use apiary_host::swarm::node::serve;
 use apiary_host::{
     Apiary, ChamberStats, Distribute, Lake, Liveness, QueryOutput, Settings, TPCH_QUERIES,
-    TPCH_TABLES, WriteMode, generate_tpch, world_view,
+    TPCH_TABLES, WriteMode, generate_tpch, machine_cores, world_view,
 };
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -263,11 +263,6 @@ struct QueryResult {
     matches_native: bool,
     matches_duckdb: Option<bool>,
     apiary_error: Option<String>,
-}
-
-/// The cores this machine offers.
-fn machine_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn main() -> anyhow::Result<()> {

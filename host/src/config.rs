@@ -22,6 +22,11 @@ pub const MIN_BUDGET_MIB: u64 = 32;
 /// Largest bee budget: a chamber's linear memory is 32-bit.
 pub const MAX_BUDGET_MIB: u64 = 4096;
 
+/// The cores this process may use (affinity and cgroup CPU quota included), at least 1.
+pub fn machine_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// What this machine offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hardware {
@@ -36,7 +41,7 @@ pub struct Hardware {
 impl Hardware {
     /// Look at this machine.
     pub fn detect() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = machine_cores();
         let (memory, cgroup_limited) = match sysinfo::System::new() {
             Ok(mut system) => {
                 system.refresh_memory();

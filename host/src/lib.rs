@@ -44,7 +44,7 @@ pub use chamber::{
     BoundFunction, ChamberEngine, ChamberStats, FUNCTION_OUTPUT_CAPACITY, Fragment, FragmentOutput,
     FunctionModule, MAX_FUNCTION_MODULES,
 };
-pub use config::{Hardware, Overrides, Settings, Source};
+pub use config::{Hardware, Overrides, Settings, Source, machine_cores};
 pub use error::{Attempt, Error, GuestErrorKind, Result};
 pub use guest::{GuestArtifact, default_cache_dir, find_component, find_guest};
 pub use lake::{

@@ -1305,7 +1305,7 @@ impl QuerySession {
             leafcutter::fragment_limit(self.pool.config().budget, self.fragment_cap, joins);
         let mut bees = self.pool.config().bees;
         if joins && self.fragment_cap.is_none() {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let cores = crate::config::machine_cores();
             bees = bees.min(cores);
         }
         let groups = leafcutter::cut_cell_groups(&sizes, bees, max_group_bytes);
@@ -1431,7 +1431,7 @@ impl QuerySession {
         let config = self.pool.config();
         let bees = match self.fragment_cap {
             None => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let cores = crate::config::machine_cores();
                 config.bees.min(cores)
             }
             Some(_) => config.bees,

@@ -346,7 +346,7 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
         let mut uncapped = QuerySession::new(lake.lake.clone(), pool());
         uncapped.sql("USE tpch.part").await.expect("use");
         let q3_output = uncapped.sql(q3).await.expect("q3");
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = apiary_host::machine_cores();
         assert_eq!(q3_output.fragments.len(), cores.min(2));
         assert_eq!(pretty(&q3_output.batches), native_tpch(q3).await);
         let explain = explain_plan(&mut uncapped, q3).await;
@@ -396,7 +396,7 @@ fn tpch_answers_equal_native_datafusion_partitioned_and_not() {
 /// A session in `tpch.ordered` (lineitem and orders in three cells each, in order key
 /// order), and this machine's cores.
 async fn ordered_session(lake: &TpchLake) -> (QuerySession, usize) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = apiary_host::machine_cores();
     let mut session = QuerySession::new(lake.lake.clone(), pool());
     session.sql("USE tpch.ordered").await.expect("use");
     (session, cores)
