@@ -72,8 +72,8 @@ const SMALL_BUILD_SHARE: usize = 8;
 /// costs about twice what it does natively, and a lookup by index costs no hashing at all.
 const PERFECT_HASH_SHARE: usize = 128;
 
-/// The largest array of a direct-index join table: 4 MiB, about what zeroing costs a
-/// millisecond.
+/// The largest array of a direct-index join table, in slots: 4 MiB. The array is zeroed
+/// whole however few rows the build side has.
 const PERFECT_HASH_MAX_SLOTS: usize = 1 << 20;
 
 /// The quota of a fragment that runs again with sort-merge joins: every join sorts both its
