@@ -16,6 +16,7 @@
 //!
 //! No tokio I/O, no `object_store` backends and no wasmtime live here.
 
+pub mod bytes;
 mod cells;
 pub mod decimal;
 mod error;
