@@ -1253,35 +1253,44 @@ impl QuerySession {
         }
         let mut below_joins = false;
         let mut reduced = false;
-        let kind = match reads.as_slice() {
-            [read] => {
-                let is_split_scan = |node: &dyn ExecutionPlan| {
-                    std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(&read.exec))
-                };
-                match merge_kind_and_groups(physical, Splitting::Cells(&is_split_scan)) {
-                    Some((_, Some(cut)))
-                        if !cut.reduced && !few_groups(&cut.groups, read, &metas[index]) =>
-                    {
-                        below_joins = true;
-                        Err(
-                            "its plan can be cut only at an aggregation under a join, the \
-                             cells' statistics do not bound its groups well below its rows, \
-                             and no filtered join above keeps only some of them",
-                        )
-                    }
-                    Some((kind, cut)) => {
-                        below_joins = cut.is_some();
-                        reduced = cut.is_some_and(|cut| cut.reduced);
-                        Ok(kind)
-                    }
-                    None => Err(if tables.len() == 1 {
-                        "its plan cannot be cut: a window, full sort or bare LIMIT"
-                    } else {
-                        "its plan cannot be cut: a window, full sort or bare LIMIT, or a join \
-                         that needs all the rows of its largest frame at once"
-                    }),
+        // A frame read more than once splits only where every read goes through the same
+        // aggregation, cut once for all of them (TPC-H Q15's common table expression).
+        let is_split_scan = |node: &dyn ExecutionPlan| {
+            reads.iter().any(|read| {
+                std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(&read.exec))
+            })
+        };
+        let cut = merge_kind_and_groups(physical, Splitting::Cells(&is_split_scan));
+        let kind = match (reads.as_slice(), cut) {
+            ([_], cut) => match cut {
+                Some((_, Some(cut)))
+                    if !cut.reduced && !few_groups(&cut.groups, &reads, &metas[index]) =>
+                {
+                    below_joins = true;
+                    Err(
+                        "its plan can be cut only at an aggregation under a join, the \
+                         cells' statistics do not bound its groups well below its rows, \
+                         and no filtered join above keeps only some of them",
+                    )
                 }
+                Some((kind, cut)) => {
+                    below_joins = cut.is_some();
+                    reduced = cut.is_some_and(|cut| cut.reduced);
+                    Ok(kind)
+                }
+                None => Err(if tables.len() == 1 {
+                    "its plan cannot be cut: a window, full sort or bare LIMIT"
+                } else {
+                    "its plan cannot be cut: a window, full sort or bare LIMIT, or a join \
+                     that needs all the rows of its largest frame at once"
+                }),
+            },
+            (_, Some((kind, Some(cut)))) if few_groups(&cut.groups, &reads, &metas[index]) => {
+                below_joins = true;
+                Ok(kind)
             }
+            // Read twice with no shared cut that pays: its scalar subqueries may run first
+            // (see `prepare_hoisting`).
             _ => Err(if tables.len() == 1 {
                 READS_ITS_FRAME_TWICE
             } else {
@@ -1880,16 +1889,19 @@ fn is_integer_key(key: &BTreeSet<(usize, String)>, tables: &[TableCells]) -> boo
 const ROWS_PER_GROUP: u64 = 64;
 
 /// Whether the grouping columns `groups` of an aggregation under a join, all plain integer
-/// columns of the split scan `read`, have few enough combinations in the frame's cells
+/// columns of the split frame's scans `reads`, have few enough combinations in its cells
 /// (`metas`): see [`ROWS_PER_GROUP`].
-fn few_groups(groups: &[Option<JoinColumn>], read: &ScanRecord, metas: &[CellMeta]) -> bool {
+fn few_groups(groups: &[Option<JoinColumn>], reads: &[&ScanRecord], metas: &[CellMeta]) -> bool {
     let rows: u64 = metas.iter().map(|m| m.rows).sum();
     let mut combinations: u64 = 1;
     for group in groups {
         let Some(column) = group else {
             return false;
         };
-        if !Arc::ptr_eq(&column.leaf, &read.exec) {
+        if !reads
+            .iter()
+            .any(|read| Arc::ptr_eq(&column.leaf, &read.exec))
+        {
             return false;
         }
         let name = column.leaf.schema().field(column.column).name().clone();

@@ -54,6 +54,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{JoinSide, JoinType, NullEquality};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
@@ -75,7 +76,7 @@ use datafusion::physical_plan::joins::{
 };
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displayable};
 
 /// Tells whether a leaf of a plan is the scan of the frame whose cells are split.
 pub type SplitScan<'a> = &'a dyn Fn(&dyn ExecutionPlan) -> bool;
@@ -142,6 +143,15 @@ pub(crate) struct Split {
     /// For such a cut, the semi join that keeps only the rows of the groups the join above
     /// can match, when there is one.
     reduction: Option<Reduction>,
+    /// For a cut shared by several reads of the split frame: the whole plan, and the
+    /// aggregations (all doing the same work) that the merge finishes, each in its place.
+    shared: Option<Shared>,
+}
+
+/// A cut at several aggregations that do the same work over the split frame.
+struct Shared {
+    plan: Arc<dyn ExecutionPlan>,
+    sites: Vec<Arc<dyn ExecutionPlan>>,
 }
 
 /// A cut at an aggregation under a join, as the host weighs it.
@@ -217,24 +227,24 @@ impl Split {
     /// The merge plan over `input`, an operator producing the partial results (in the
     /// schema of [`Split::partial`]).
     pub fn merge(&self, input: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(shared) = &self.shared {
+            // Every site reads the same partial results.
+            return shared
+                .plan
+                .clone()
+                .transform_down(|node| {
+                    if !shared.sites.iter().any(|site| Arc::ptr_eq(site, &node)) {
+                        return Ok(Transformed::no(node));
+                    }
+                    let final_agg = final_of(&node, input.clone())?;
+                    Ok(Transformed::new(final_agg, true, TreeNodeRecursion::Jump))
+                })
+                .data();
+        }
         let mut node = match &self.merge_node {
             MergeNode::Nothing => input,
             MergeNode::Again(op) => with_child(op, input)?,
-            MergeNode::Final(node) => {
-                let single = node
-                    .as_ref()
-                    .downcast_ref::<AggregateExec>()
-                    .ok_or_else(|| internal("the cut is not an aggregation"))?;
-                let final_agg = AggregateExec::try_new(
-                    AggregateMode::Final,
-                    single.group_expr().as_final(),
-                    single.aggr_expr().to_vec(),
-                    single.filter_expr().to_vec(),
-                    input,
-                    single.input_schema(),
-                )?;
-                Arc::new(final_agg)
-            }
+            MergeNode::Final(node) => final_of(node, input)?,
         };
         for (parent, input) in self.ancestors.iter().rev() {
             node = with_child_at(parent, *input, node)?;
@@ -372,6 +382,7 @@ fn split_chain(
             merge_node: MergeNode::Nothing,
             below_joins: None,
             reduction: None,
+            shared: None,
         }));
     };
     let node = &path[cut];
@@ -385,6 +396,7 @@ fn split_chain(
                 merge_node: MergeNode::Nothing,
                 below_joins: None,
                 reduction: None,
+                shared: None,
             }),
             AggregateMode::Single | AggregateMode::SinglePartitioned => {
                 let partial = partial_of(agg)?;
@@ -398,6 +410,7 @@ fn split_chain(
                     merge_node: MergeNode::Final(node.clone()),
                     below_joins: None,
                     reduction: None,
+                    shared: None,
                 })
             }
             _ => None,
@@ -412,6 +425,7 @@ fn split_chain(
                 merge_node: MergeNode::Again(node.clone()),
                 below_joins: None,
                 reduction: None,
+                shared: None,
             }));
         }
         // A full sort splits only by key ranges, which come from joins whose work then
@@ -427,6 +441,7 @@ fn split_chain(
                 merge_node: MergeNode::Again(node.clone()),
                 below_joins: None,
                 reduction: None,
+                shared: None,
             }));
         }
     }
@@ -451,17 +466,11 @@ fn split_below_joins(
             .filter(|&i| reaches(children[i], split_scan))
             .collect();
         let [input] = holding.as_slice() else {
-            return Ok(None);
+            return shared_cut(plan, &node, &holding, split_scan);
         };
         if let Some(agg) = node.as_ref().downcast_ref::<AggregateExec>()
             && ancestors.iter().any(|(n, _)| n.children().len() > 1)
-            && matches!(
-                agg.mode(),
-                AggregateMode::Single | AggregateMode::SinglePartitioned
-            )
-            && agg.group_expr().is_single()
-            && agg.limit_options().is_none()
-            && distributes(agg.input(), split_scan, false)
+            && cuts_below_joins(agg, split_scan)
         {
             let partial = partial_of(agg)?;
             let groups = agg
@@ -478,12 +487,162 @@ fn split_below_joins(
                 merge_node: MergeNode::Final(node.clone()),
                 below_joins: Some(groups),
                 reduction,
+                shared: None,
             }));
         }
         let next = children[*input].clone();
         ancestors.push((node.clone(), *input));
         node = next;
     }
+}
+
+/// Whether the aggregation `agg`, under a join, may be cut: single-phase, without grouping
+/// sets or a limit on its groups, over an input that distributes over the split.
+fn cuts_below_joins(agg: &AggregateExec, split_scan: SplitScan<'_>) -> bool {
+    matches!(
+        agg.mode(),
+        AggregateMode::Single | AggregateMode::SinglePartitioned
+    ) && agg.group_expr().is_single()
+        && agg.limit_options().is_none()
+        && distributes(agg.input(), split_scan, false)
+}
+
+/// A cut shared by several reads of the split frame, where the inputs `holding` of `node`
+/// (a join, or a union) all reach the split scan: TPC-H Q15 reads its common table
+/// expression, lineitem's sums by supplier, once to join them to supplier and once for
+/// their maximum. On every path down to the split scan, the first aggregation that could
+/// be cut under a join is a site; when all sites do the same work, every fragment runs
+/// that partial aggregation once, and the merge finishes it at each site over the same
+/// partial results and runs the rest of the plan, reading the other frames itself.
+/// `None` when a path reaches the split scan through no such aggregation, or the sites
+/// differ.
+fn shared_cut(
+    plan: &Arc<dyn ExecutionPlan>,
+    node: &Arc<dyn ExecutionPlan>,
+    holding: &[usize],
+    split_scan: SplitScan<'_>,
+) -> Result<Option<Split>> {
+    let children = node.children();
+    let mut sites = Vec::new();
+    if holding.len() < 2
+        || !holding
+            .iter()
+            .all(|&i| cut_sites(children[i], split_scan, &mut sites))
+    {
+        return Ok(None);
+    }
+    let first = sites[0].clone();
+    if !sites[1..].iter().all(|site| same_work(&first, site)) {
+        return Ok(None);
+    }
+    let agg = first
+        .as_ref()
+        .downcast_ref::<AggregateExec>()
+        .ok_or_else(|| internal("a shared cut is not an aggregation"))?;
+    let groups = agg
+        .group_expr()
+        .expr()
+        .iter()
+        .map(|(expr, _)| origin(agg.input(), column_index(expr)?))
+        .collect();
+    Ok(Some(Split {
+        kind: MergeKind::FinalAggregate,
+        partial: Arc::new(partial_of(agg)?),
+        ancestors: Vec::new(),
+        merge_node: MergeNode::Final(first.clone()),
+        below_joins: Some(groups),
+        reduction: None,
+        shared: Some(Shared {
+            plan: plan.clone(),
+            sites,
+        }),
+    }))
+}
+
+/// Collects in `sites` the first aggregation that [`cuts_below_joins`] on every path from
+/// `node` down to the split scan; `false` when some path has none.
+fn cut_sites(
+    node: &Arc<dyn ExecutionPlan>,
+    split_scan: SplitScan<'_>,
+    sites: &mut Vec<Arc<dyn ExecutionPlan>>,
+) -> bool {
+    if let Some(agg) = node.as_ref().downcast_ref::<AggregateExec>()
+        && cuts_below_joins(agg, split_scan)
+    {
+        sites.push(node.clone());
+        return true;
+    }
+    let holding: Vec<_> = node
+        .children()
+        .into_iter()
+        .filter(|child| reaches(child, split_scan))
+        .collect();
+    !holding.is_empty()
+        && holding
+            .into_iter()
+            .all(|child| cut_sites(child, split_scan, sites))
+}
+
+/// Whether the plans `a` and `b` compute the same rows: the same operators with the same
+/// expressions over the same inputs, as they display. The filters a join pushes into the
+/// scans below it at run time are left out: a fragment runs no join above its cut, so they
+/// never filter there, and a plan holds them under one read and not another.
+fn same_work(a: &Arc<dyn ExecutionPlan>, b: &Arc<dyn ExecutionPlan>) -> bool {
+    let (a, b) = (without_dynamic_filters(a), without_dynamic_filters(b));
+    if a.name() != b.name() || a.schema() != b.schema() || shown(a) != shown(b) {
+        return false;
+    }
+    let (left, right) = (a.children(), b.children());
+    left.len() == right.len() && left.iter().zip(right).all(|(l, r)| same_work(l, r))
+}
+
+/// `node`, or the first node under it that is no `DynamicFilterExec`.
+fn without_dynamic_filters(node: &Arc<dyn ExecutionPlan>) -> &Arc<dyn ExecutionPlan> {
+    let mut node = node;
+    while node.name() == "DynamicFilterExec"
+        && let [child] = node.children().as_slice()
+    {
+        node = child;
+    }
+    node
+}
+
+/// How `node` alone displays, without the dynamic filters pushed into it: a scan under a
+/// join shows `predicate=<its filter> AND DynamicFilter [ .. ]` and the other read of its
+/// frame `predicate=<its filter>`.
+fn shown(node: &Arc<dyn ExecutionPlan>) -> String {
+    let mut text = displayable(node.as_ref()).one_line().to_string();
+    while let Some(start) = text.find("DynamicFilter [") {
+        let mut depth = 0;
+        let end = text[start..]
+            .char_indices()
+            .find_map(|(i, c)| {
+                match c {
+                    '[' => depth += 1,
+                    ']' if depth == 1 => return Some(start + i + 1),
+                    ']' => depth -= 1,
+                    _ => {}
+                }
+                None
+            })
+            .unwrap_or(text.len());
+        text.replace_range(start..end, "");
+    }
+    text.trim_end()
+        .split(", ")
+        .filter(|part| !part.starts_with("dynamic_rg_pruning="))
+        .filter_map(|part| match part.strip_prefix("predicate=") {
+            Some(predicate) => {
+                let kept: Vec<&str> = predicate
+                    .split(" AND ")
+                    .filter(|conjunct| !conjunct.trim().is_empty())
+                    .collect();
+                (!kept.is_empty()).then(|| format!("predicate={}", kept.join(" AND ")))
+            }
+            None => Some(part.to_owned()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The semi join that keeps, under the aggregation `agg` cut below joins (`ancestors`
@@ -993,6 +1152,26 @@ fn keeps_rows_of(node: &dyn ExecutionPlan, side: usize) -> bool {
         ),
         _ => false,
     }
+}
+
+/// The final aggregation of the single-phase aggregation `node`, over `input`, the partial
+/// results.
+fn final_of(
+    node: &Arc<dyn ExecutionPlan>,
+    input: Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let single = node
+        .as_ref()
+        .downcast_ref::<AggregateExec>()
+        .ok_or_else(|| internal("the cut is not an aggregation"))?;
+    Ok(Arc::new(AggregateExec::try_new(
+        AggregateMode::Final,
+        single.group_expr().as_final(),
+        single.aggr_expr().to_vec(),
+        single.filter_expr().to_vec(),
+        input,
+        single.input_schema(),
+    )?))
 }
 
 /// The partial aggregation of the single-phase aggregation `agg`, over the same input.

@@ -717,7 +717,7 @@ fn ipc_stream(sink: &Collect) -> Result<Vec<u8>, EngineError> {
 }
 
 /// How a statement split over the cells of `sales`, with `others` read whole, would be
-/// merged, as the host sees it: `None` also when it reads `sales` twice.
+/// merged, as the host sees it (every read of `sales` split).
 async fn merge_kind_of(sql: &str, others: &[TableCells]) -> Option<MergeKind> {
     cut_of(sql, others).await.map(|(kind, _)| kind)
 }
@@ -752,11 +752,10 @@ async fn below_joins_of(
         .await
         .expect("physical plan");
     let leaves = sales_table.leaves.lock().expect("lock").clone();
-    let [leaf] = leaves.as_slice() else {
-        return None;
-    };
     let is_split_scan = |node: &dyn ExecutionPlan| {
-        std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(leaf))
+        leaves
+            .iter()
+            .any(|leaf| std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(leaf)))
     };
     merge_kind_and_groups(&plan, Splitting::Cells(&is_split_scan))
 }
@@ -1035,6 +1034,63 @@ async fn an_aggregation_under_a_join_is_cut_and_the_merge_reads_the_other_frames
                   (SELECT region, count(*) AS n FROM sales GROUP BY ROLLUP (region)) c \
                   ON c.region = r_region";
     assert_eq!(cut_of(rollup, &others).await, None, "{rollup}");
+}
+
+#[tokio::test]
+async fn a_frame_read_twice_through_the_same_aggregation_is_cut_once_for_both() {
+    let (cells, refs) = six_cells();
+    let others = [regions(&cells)];
+    for sql in [
+        // TPC-H Q15's shape: the sums per group joined to another frame and compared with
+        // their maximum, both reads through one common table expression.
+        "WITH t AS (SELECT region, sum(amount) AS s FROM sales WHERE id % 3 <> 0 \
+         GROUP BY region) \
+         SELECT r_region, r_manager, s FROM regions JOIN t ON t.region = r_region \
+         WHERE s = (SELECT max(s) FROM t) ORDER BY r_region",
+        // The same aggregation on both sides of a union, and of a join of its own groups.
+        "WITH c AS (SELECT region, count(DISTINCT id % 7) AS d, avg(amount) AS a FROM sales \
+         GROUP BY region) \
+         SELECT region, d FROM c WHERE a > 100 \
+         UNION ALL SELECT region, d + 1 FROM c WHERE a <= 100 ORDER BY region, d",
+        "WITH c AS (SELECT region, max(id) AS m FROM sales WHERE id < 200 GROUP BY region) \
+         SELECT x.region, x.m + y.m AS mm FROM c x JOIN c y ON x.region = y.region \
+         JOIN regions ON r_region = x.region ORDER BY x.region",
+    ] {
+        assert_eq!(
+            cut_of(sql, &others).await,
+            Some((MergeKind::FinalAggregate, true)),
+            "{sql}"
+        );
+        assert_split_matches_with(
+            sql,
+            MergeKind::FinalAggregate,
+            &cells,
+            &refs,
+            &others,
+            64 << 20,
+        )
+        .await;
+    }
+    for sql in [
+        // The subquery reads one aggregate of two: the optimiser leaves the other out of
+        // its aggregation, so the two reads differ.
+        "WITH t AS (SELECT region, sum(amount) AS s, count(*) AS n FROM sales \
+         GROUP BY region) \
+         SELECT r_region, s, n FROM regions JOIN t ON t.region = r_region \
+         WHERE s = (SELECT max(s) FROM t)",
+        // The two reads aggregate different rows.
+        "WITH t AS (SELECT region, sum(amount) AS s FROM sales WHERE id % 3 <> 0 \
+         GROUP BY region) \
+         SELECT r_region, s FROM regions JOIN t ON t.region = r_region WHERE s = \
+         (SELECT max(s) FROM (SELECT region, sum(amount) AS s FROM sales \
+          WHERE id % 3 <> 1 GROUP BY region) u)",
+        // One read reaches the frame through no aggregation.
+        "WITH t AS (SELECT region, sum(amount) AS s FROM sales GROUP BY region) \
+         SELECT r_region, s FROM regions JOIN t ON t.region = r_region \
+         WHERE s > (SELECT max(amount) FROM sales)",
+    ] {
+        assert_eq!(cut_of(sql, &others).await, None, "{sql}");
+    }
 }
 
 /// `sales`' first 60 rows again, as a frame of one cell read whole.
