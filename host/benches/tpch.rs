@@ -70,6 +70,22 @@ struct Args {
     out: PathBuf,
 }
 
+const USAGE: &str = "\
+usage: tpch [options]   (through cargo: cargo bench -p apiary-host --bench tpch -- [options])
+
+  --scale F           scale factor (default 1)
+  --runs N            timed runs per query and engine in each round; the median counts (default 3)
+  --rounds N          rounds over all engines, to spread the machine's noise (default 1)
+  --suite S           tpch (22 queries) or ssb (13 queries) (default tpch)
+  --profile P         all-bees, one-bee, pi-1g (4 bees x 128 MiB), two-nodes (default all-bees)
+  --bees N            bees of the Apiary node (default: the machine's)
+  --budget-mib M      each bee's memory budget in MiB (default: the machine's)
+  --layout L          plain, or by-date: fact tables written in date order (default plain)
+  --queries q1,q6     only these queries
+  --threads N         DataFusion's partitions and DuckDB's threads (default: the machine's cores)
+  --no-duckdb         leave DuckDB out
+  --out DIR           where the lakes and the results go (default: the target dir's bench/)";
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -113,11 +129,11 @@ fn args() -> anyhow::Result<Args> {
             "--no-duckdb" => args.duckdb = false,
             "--threads" => args.threads = Some(value()?.parse()?),
             "--bench" => {}
-            other => bail!(
-                "unknown argument {other}; expected --scale F --runs N --rounds N --suite tpch|ssb --bees N \
-                 --budget-mib M --profile all-bees|one-bee|pi-1g|two-nodes --layout plain|by-date \
-                 --queries q1,q6 --out DIR --no-duckdb --threads N"
-            ),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}\n\n{USAGE}"),
         }
     }
     match args.profile.as_str() {

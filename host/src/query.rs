@@ -221,6 +221,9 @@ enum Plan {
         /// Under such a cut, every fragment keeps only the rows of the groups the join
         /// above can match.
         reduced: bool,
+        /// How many times the statement reads the split table: more than once only through
+        /// one aggregation under a join, cut once for every read.
+        reads: usize,
     },
     /// One fragment per range of a key the statement's joins compare: each reads the rows
     /// of that range from every scan of the keyed frames, and the other frames whole. Then
@@ -899,6 +902,7 @@ impl QuerySession {
                 max_group_bytes,
                 below_joins,
                 reduced,
+                reads,
                 ..
             } => {
                 let cells = groups
@@ -916,9 +920,14 @@ impl QuerySession {
                 let split = match prepared.tables.as_slice() {
                     [_] => String::new(),
                     tables if *below_joins => format!(
-                        " of {} (each aggregates its part{}; the merge joins the aggregates to \
-                         the other frames, which it reads itself)",
+                        " of {} (each aggregates its part{}{}; the merge joins the aggregates \
+                         to the other frames, which it reads itself)",
                         tables[*table].name,
+                        if *reads > 1 {
+                            format!(" once for the statement's {reads} reads of it")
+                        } else {
+                            String::new()
+                        },
                         if *reduced {
                             ", only the groups the join above can match"
                         } else {
@@ -1376,6 +1385,7 @@ impl QuerySession {
             groups,
             below_joins,
             reduced,
+            reads: reads.len(),
         }
     }
 

@@ -1,11 +1,12 @@
 //! Scalar subqueries that run first, as statements of their own.
 //!
 //! A statement that reads its largest frame twice, once in a scalar subquery that does not
-//! refer to the outer query (TPC-H Q15 compares each supplier's revenue with
-//! `(SELECT max(total_revenue) FROM revenue0)`, over the same lineitem), cannot be split:
-//! every fragment would see a different part of each read. Run first, the subquery is a
-//! statement like any other and splits as one; its value then replaces it in the
-//! statement's text as a typed literal, and the rest may split too.
+//! refer to the outer query (`WHERE l_quantity > (SELECT avg(l_quantity) FROM lineitem)`),
+//! cannot be split: every fragment would see a different part of each read. Run first, the
+//! subquery is a statement like any other and splits as one; its value then replaces it in
+//! the statement's text as a typed literal, and the rest may split too. (Where both reads go
+//! through the same aggregation, as TPC-H Q15's do through its common table expression, the
+//! statement is cut there, once for both, and nothing runs first.)
 //!
 //! A subquery is taken when it plans on its own (with the statement's common table
 //! expressions in front): one that refers to the outer query does not. Only the outermost

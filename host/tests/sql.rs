@@ -572,8 +572,8 @@ fn scalar_subqueries_over_the_largest_frame_run_first_and_the_rest_splits() {
             assert!(
                 explain.contains(
                     "2 fragments over 3 cells of tpch.ordered.lineitem (each aggregates its \
-                     part; the merge joins the aggregates to the other frames, which it reads \
-                     itself)"
+                     part once for the statement's 2 reads of it; the merge joins the \
+                     aggregates to the other frames, which it reads itself)"
                 ),
                 "{explain}"
             );
