@@ -1178,8 +1178,11 @@ impl QuerySession {
         let mut keys = Vec::new();
         let mut pruned = Vec::new();
         let mut metas = Vec::new();
-        for (name, filters) in frames {
-            let (entry, frame_state) = self.lake.frame(&name).await?;
+        // The frames' ledgers are read all at once: each read waits on storage (a third of
+        // a millisecond a frame on a local disk), and TPC-H Q8 reads seven frames.
+        let states =
+            futures::future::try_join_all(frames.keys().map(|name| self.lake.frame(name))).await?;
+        for ((name, filters), (entry, frame_state)) in frames.into_iter().zip(states) {
             let schema = Arc::new(frame_state.schema.to_arrow());
             let cells: Vec<&CellMeta> = frame_state.cells().collect();
             let keep = match &filters {
