@@ -473,12 +473,7 @@ fn split_below_joins(
             && cuts_below_joins(agg, split_scan)
         {
             let partial = partial_of(agg)?;
-            let groups = agg
-                .group_expr()
-                .expr()
-                .iter()
-                .map(|(expr, _)| origin(agg.input(), column_index(expr)?))
-                .collect();
+            let groups = grouping_origins(agg);
             let reduction = reduction(&ancestors, agg);
             return Ok(Some(Split {
                 kind: MergeKind::FinalAggregate,
@@ -494,6 +489,16 @@ fn split_below_joins(
         ancestors.push((node.clone(), *input));
         node = next;
     }
+}
+
+/// The grouping columns of the aggregation `agg`, each traced to the scan column it is
+/// (`None`: computed).
+fn grouping_origins(agg: &AggregateExec) -> Vec<Option<JoinColumn>> {
+    agg.group_expr()
+        .expr()
+        .iter()
+        .map(|(expr, _)| origin(agg.input(), column_index(expr)?))
+        .collect()
 }
 
 /// Whether the aggregation `agg`, under a join, may be cut: single-phase, without grouping
@@ -539,18 +544,12 @@ fn shared_cut(
         .as_ref()
         .downcast_ref::<AggregateExec>()
         .ok_or_else(|| internal("a shared cut is not an aggregation"))?;
-    let groups = agg
-        .group_expr()
-        .expr()
-        .iter()
-        .map(|(expr, _)| origin(agg.input(), column_index(expr)?))
-        .collect();
     Ok(Some(Split {
         kind: MergeKind::FinalAggregate,
         partial: Arc::new(partial_of(agg)?),
         ancestors: Vec::new(),
         merge_node: MergeNode::Final(first.clone()),
-        below_joins: Some(groups),
+        below_joins: Some(grouping_origins(agg)),
         reduction: None,
         shared: Some(Shared {
             plan: plan.clone(),

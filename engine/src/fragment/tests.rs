@@ -997,6 +997,29 @@ async fn joins_that_need_all_the_split_rows_at_once_are_not_split() {
     }
 }
 
+/// `sql` is cut at an aggregation under a join, and its split answers equal its whole one.
+async fn assert_cut_below_joins(
+    sql: &str,
+    cells: &Arc<MemCells>,
+    refs: &[CellRef],
+    others: &[TableCells],
+) {
+    assert_eq!(
+        cut_of(sql, others).await,
+        Some((MergeKind::FinalAggregate, true)),
+        "{sql}"
+    );
+    assert_split_matches_with(
+        sql,
+        MergeKind::FinalAggregate,
+        cells,
+        refs,
+        others,
+        64 << 20,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn an_aggregation_under_a_join_is_cut_and_the_merge_reads_the_other_frames() {
     let (cells, refs) = six_cells();
@@ -1014,20 +1037,7 @@ async fn an_aggregation_under_a_join_is_cut_and_the_merge_reads_the_other_frames
          (SELECT region, count(DISTINCT id % 7) AS n FROM sales GROUP BY region) c \
          ON c.region = r_region ORDER BY r_region LIMIT 3",
     ] {
-        assert_eq!(
-            cut_of(sql, &others).await,
-            Some((MergeKind::FinalAggregate, true)),
-            "{sql}"
-        );
-        assert_split_matches_with(
-            sql,
-            MergeKind::FinalAggregate,
-            &cells,
-            &refs,
-            &others,
-            64 << 20,
-        )
-        .await;
+        assert_cut_below_joins(sql, &cells, &refs, &others).await;
     }
     // Grouping sets keep the statement whole.
     let rollup = "SELECT r_manager, n FROM regions JOIN \
@@ -1056,20 +1066,7 @@ async fn a_frame_read_twice_through_the_same_aggregation_is_cut_once_for_both() 
          SELECT x.region, x.m + y.m AS mm FROM c x JOIN c y ON x.region = y.region \
          JOIN regions ON r_region = x.region ORDER BY x.region",
     ] {
-        assert_eq!(
-            cut_of(sql, &others).await,
-            Some((MergeKind::FinalAggregate, true)),
-            "{sql}"
-        );
-        assert_split_matches_with(
-            sql,
-            MergeKind::FinalAggregate,
-            &cells,
-            &refs,
-            &others,
-            64 << 20,
-        )
-        .await;
+        assert_cut_below_joins(sql, &cells, &refs, &others).await;
     }
     for sql in [
         // The subquery reads one aggregate of two: the optimiser leaves the other out of
