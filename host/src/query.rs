@@ -1272,42 +1272,36 @@ impl QuerySession {
                 std::ptr::addr_eq(node as *const dyn ExecutionPlan, Arc::as_ptr(&read.exec))
             })
         };
-        let cut = merge_kind_and_groups(physical, Splitting::Cells(&is_split_scan));
-        let kind = match (reads.as_slice(), cut) {
-            ([_], cut) => match cut {
-                Some((_, Some(cut)))
-                    if !cut.reduced && !few_groups(&cut.groups, &reads, &metas[index]) =>
-                {
+        let reads_twice = if tables.len() == 1 {
+            READS_ITS_FRAME_TWICE
+        } else {
+            READS_ITS_LARGEST_FRAME_TWICE
+        };
+        let kind = match merge_kind_and_groups(physical, Splitting::Cells(&is_split_scan)) {
+            Some((kind, Some(cut))) => {
+                if cut.reduced || few_groups(&cut.groups, &reads, &metas[index]) {
                     below_joins = true;
+                    reduced = cut.reduced;
+                    Ok(kind)
+                } else if reads.len() > 1 {
+                    // Its scalar subqueries may run first (see `prepare_hoisting`).
+                    Err(reads_twice)
+                } else {
                     Err(
-                        "its plan can be cut only at an aggregation under a join, the \
-                         cells' statistics do not bound its groups well below its rows, \
-                         and no filtered join above keeps only some of them",
+                        "its plan can be cut only at an aggregation under a join, the cells' \
+                         statistics do not bound its groups well below its rows, and no \
+                         filtered join above keeps only some of them",
                     )
                 }
-                Some((kind, cut)) => {
-                    below_joins = cut.is_some();
-                    reduced = cut.is_some_and(|cut| cut.reduced);
-                    Ok(kind)
-                }
-                None => Err(if tables.len() == 1 {
-                    "its plan cannot be cut: a window, full sort or bare LIMIT"
-                } else {
-                    "its plan cannot be cut: a window, full sort or bare LIMIT, or a join \
-                     that needs all the rows of its largest frame at once"
-                }),
-            },
-            (_, Some((kind, Some(cut)))) if few_groups(&cut.groups, &reads, &metas[index]) => {
-                below_joins = true;
-                Ok(kind)
             }
-            // Read twice with no shared cut that pays: its scalar subqueries may run first
-            // (see `prepare_hoisting`).
-            _ => Err(if tables.len() == 1 {
-                READS_ITS_FRAME_TWICE
+            Some((kind, None)) if reads.len() == 1 => Ok(kind),
+            None if reads.len() == 1 => Err(if tables.len() == 1 {
+                "its plan cannot be cut: a window, full sort or bare LIMIT"
             } else {
-                READS_ITS_LARGEST_FRAME_TWICE
+                "its plan cannot be cut: a window, full sort or bare LIMIT, or a join that \
+                 needs all the rows of its largest frame at once"
             }),
+            _ => Err(reads_twice),
         };
         let kind = match kind {
             Ok(kind) => kind,

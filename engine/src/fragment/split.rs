@@ -143,15 +143,6 @@ pub(crate) struct Split {
     /// For such a cut, the semi join that keeps only the rows of the groups the join above
     /// can match, when there is one.
     reduction: Option<Reduction>,
-    /// For a cut shared by several reads of the split frame: the whole plan, and the
-    /// aggregations (all doing the same work) that the merge finishes, each in its place.
-    shared: Option<Shared>,
-}
-
-/// A cut at several aggregations that do the same work over the split frame.
-struct Shared {
-    plan: Arc<dyn ExecutionPlan>,
-    sites: Vec<Arc<dyn ExecutionPlan>>,
 }
 
 /// A cut at an aggregation under a join, as the host weighs it.
@@ -186,6 +177,12 @@ enum MergeNode {
     Final(Arc<dyn ExecutionPlan>),
     /// The original operator again, over the partial results.
     Again(Arc<dyn ExecutionPlan>),
+    /// A final aggregation at each of `sites`, single-phase aggregations that do the same
+    /// work, in the whole `plan` (a cut shared by several reads of the split frame).
+    FinalAtEach {
+        plan: Arc<dyn ExecutionPlan>,
+        sites: Vec<Arc<dyn ExecutionPlan>>,
+    },
 }
 
 impl Split {
@@ -227,24 +224,21 @@ impl Split {
     /// The merge plan over `input`, an operator producing the partial results (in the
     /// schema of [`Split::partial`]).
     pub fn merge(&self, input: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-        if let Some(shared) = &self.shared {
+        let mut node = match &self.merge_node {
+            MergeNode::Nothing => input,
+            MergeNode::Again(op) => with_child(op, input)?,
+            MergeNode::Final(node) => final_of(node, input)?,
             // Every site reads the same partial results.
-            return shared
-                .plan
+            MergeNode::FinalAtEach { plan, sites } => plan
                 .clone()
                 .transform_down(|node| {
-                    if !shared.sites.iter().any(|site| Arc::ptr_eq(site, &node)) {
+                    if !sites.iter().any(|site| Arc::ptr_eq(site, &node)) {
                         return Ok(Transformed::no(node));
                     }
                     let final_agg = final_of(&node, input.clone())?;
                     Ok(Transformed::new(final_agg, true, TreeNodeRecursion::Jump))
                 })
-                .data();
-        }
-        let mut node = match &self.merge_node {
-            MergeNode::Nothing => input,
-            MergeNode::Again(op) => with_child(op, input)?,
-            MergeNode::Final(node) => final_of(node, input)?,
+                .data()?,
         };
         for (parent, input) in self.ancestors.iter().rev() {
             node = with_child_at(parent, *input, node)?;
@@ -382,7 +376,6 @@ fn split_chain(
             merge_node: MergeNode::Nothing,
             below_joins: None,
             reduction: None,
-            shared: None,
         }));
     };
     let node = &path[cut];
@@ -396,7 +389,6 @@ fn split_chain(
                 merge_node: MergeNode::Nothing,
                 below_joins: None,
                 reduction: None,
-                shared: None,
             }),
             AggregateMode::Single | AggregateMode::SinglePartitioned => {
                 let partial = partial_of(agg)?;
@@ -410,7 +402,6 @@ fn split_chain(
                     merge_node: MergeNode::Final(node.clone()),
                     below_joins: None,
                     reduction: None,
-                    shared: None,
                 })
             }
             _ => None,
@@ -425,7 +416,6 @@ fn split_chain(
                 merge_node: MergeNode::Again(node.clone()),
                 below_joins: None,
                 reduction: None,
-                shared: None,
             }));
         }
         // A full sort splits only by key ranges, which come from joins whose work then
@@ -441,7 +431,6 @@ fn split_chain(
                 merge_node: MergeNode::Again(node.clone()),
                 below_joins: None,
                 reduction: None,
-                shared: None,
             }));
         }
     }
@@ -482,7 +471,6 @@ fn split_below_joins(
                 merge_node: MergeNode::Final(node.clone()),
                 below_joins: Some(groups),
                 reduction,
-                shared: None,
             }));
         }
         let next = children[*input].clone();
@@ -548,13 +536,12 @@ fn shared_cut(
         kind: MergeKind::FinalAggregate,
         partial: Arc::new(partial_of(agg)?),
         ancestors: Vec::new(),
-        merge_node: MergeNode::Final(first.clone()),
         below_joins: Some(grouping_origins(agg)),
         reduction: None,
-        shared: Some(Shared {
+        merge_node: MergeNode::FinalAtEach {
             plan: plan.clone(),
             sites,
-        }),
+        },
     }))
 }
 
